@@ -1,0 +1,48 @@
+"""Checkpoints on disk: safetensors for tensors, a JSON file beside it for metadata.
+
+Both files are written atomically (temp file + rename), the JSON last, so a
+checkpoint whose JSON exists is complete. Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from bench.errors import BenchError
+from bench.io import atomic_path, write_json
+
+
+def meta_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    write_json(meta_path(path), meta)
+
+
+def exists(path: Path) -> bool:
+    return Path(path).is_file() and meta_path(path).is_file()
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not exists(path):
+        raise BenchError(f"checkpoint {path} (or its {meta_path(path).name}) is missing; "
+                         "train the model first or point at an existing checkpoint")
+    try:
+        tensors = load_file(str(path))
+        meta = json.loads(meta_path(path).read_text())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BenchError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {str(exc)[:80]}); "
+                         "delete it and its .json to retrain from the previous checkpoint") from None
+    return tensors, meta

@@ -1,0 +1,134 @@
+"""Suite configuration: YAML -> validated, typed objects (pydantic).
+
+Every problem is reported as one line with its key path (`models.1.train.steps:
+Input should be greater than 0`), and nothing is written before the whole suite
+validates, including checks that need the model registry (unknown adapter,
+resolutions the architecture cannot run at) and the data (missing folder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.errors import BenchError
+
+Resolution = Annotated[int, Field(ge=8, le=512)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(Strict):
+    kind: Literal["toyfaces", "imagefolder"] = "toyfaces"
+    size: Optional[int] = Field(None, gt=0, description="toyfaces: number of images")
+    seed: int = 0
+    path: Optional[str] = Field(None, description="imagefolder: folder or .zip of images")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "imagefolder" and not self.path:
+            raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
+        if self.kind == "toyfaces" and self.path:
+            raise ValueError("toyfaces is generated; remove `path` or use kind: imagefolder")
+        return self
+
+
+class TrainConfig(Strict):
+    resolutions: list[Resolution] = Field(min_length=1)
+    weights: Optional[list[Annotated[float, Field(gt=0)]]] = None
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    lr_warmup_steps: int = Field(0, ge=0)
+    ema_halflife_kimg: float = Field(2.0, gt=0, description="EMA half-life in thousands of images")
+    ema_rampup: Optional[float] = Field(0.05, gt=0, description="half-life <= rampup * images seen")
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+    checkpoint_every: int = Field(200, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.weights is not None and len(self.weights) != len(self.resolutions):
+            raise ValueError(f"weights has {len(self.weights)} entries but resolutions has "
+                             f"{len(self.resolutions)}; give one weight per resolution")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise ValueError("resolutions contains duplicates")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    adapter: str
+    arch: Optional[str] = None
+    arch_overrides: dict = Field(default_factory=dict)
+    train: Optional[TrainConfig] = None
+    source: Optional[str] = Field(None, description="bilinear: a model name or 'data'")
+    base_resolution: Optional[Resolution] = None
+
+
+class SampleConfig(Strict):
+    resolutions: list[Resolution] = Field(min_length=1)
+    n: int = Field(gt=1)
+    steps: int = Field(18, gt=0)
+    batch_size: int = Field(32, gt=0)
+
+
+class MetricsConfig(Strict):
+    fid_mode: Literal["clean"] = "clean"
+    batch_size: int = Field(32, gt=0)
+    inception_path: Optional[str] = None
+
+
+class SuiteConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    dataset: DatasetConfig
+    models: list[ModelConfig] = Field(min_length=1)
+    sample: SampleConfig
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_suite(data: object, source: str = "suite") -> SuiteConfig:
+    try:
+        return SuiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise BenchError(_format_errors(exc, source)) from None
+
+
+def load_suite(path: str | Path) -> SuiteConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"suite file {path} does not exist; see suites/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise BenchError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: expected a mapping at the top level (name, dataset, models, sample)")
+    return parse_suite(data, str(path))
