@@ -1,0 +1,1 @@
+"""Model adapters and networks. Knows nothing about suites, files or metrics."""

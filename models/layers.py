@@ -1,0 +1,377 @@
+"""Layers of the Dual-FNO UNet (DFU, Havrilla et al. 2024, arXiv 2401.06144).
+
+Two kinds of layer live here:
+
+* EDM's DDPM++ building blocks (Karras et al. 2022): weight initialisation,
+  ``Linear``, ``Conv2d`` with [1,1] up/downsampling, ``GroupNorm``, the
+  positional noise embedding and the residual UNet block with optional
+  self-attention.
+* The DFU additions: ``SpectralConv2d`` (an FNO layer that keeps a fixed number
+  of Fourier modes, so it acts on the underlying function rather than on the
+  pixel grid) and ``DualConv`` (spatial conv + spectral conv, outputs summed).
+
+Every layer that changes resolution takes an explicit output size
+``(H_out, W_out)``, so odd sizes (e.g. 5 -> 10, 25 -> 12) are exact. Attribute
+and parameter names follow the authors' code (``weights1``/``weights2``,
+``spatial_conv``/``spectral_conv``, ``norm0``/``conv0``/``affine``...) so that
+state-dict keys line up with theirs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.functional import silu
+
+Size = tuple[int, int]
+
+CONV_MODES = ("spatial", "spectral", "dual")
+FFT_NORMS = ("backward", "forward", "ortho")
+
+# ----------------------------------------------------------------------------
+# Initialisation.
+
+
+def weight_init(shape: Sequence[int], mode: str, fan_in: int, fan_out: int) -> torch.Tensor:
+    """Random tensor for a weight of ``shape`` under one of EDM's four schemes.
+
+    Uses the default device, so building a model inside ``with torch.device('meta')``
+    allocates nothing.
+    """
+    if mode == "xavier_uniform":
+        return math.sqrt(6 / (fan_in + fan_out)) * (torch.rand(*shape) * 2 - 1)
+    if mode == "xavier_normal":
+        return math.sqrt(2 / (fan_in + fan_out)) * torch.randn(*shape)
+    if mode == "kaiming_uniform":
+        return math.sqrt(3 / fan_in) * (torch.rand(*shape) * 2 - 1)
+    if mode == "kaiming_normal":
+        return math.sqrt(1 / fan_in) * torch.randn(*shape)
+    raise ValueError(f"unknown init mode {mode!r}; use xavier_uniform, xavier_normal, "
+                     f"kaiming_uniform or kaiming_normal")
+
+
+# ----------------------------------------------------------------------------
+# Dense layers and normalisation.
+
+
+class Linear(nn.Module):
+    """Fully connected layer with EDM's initialisation knobs."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init_mode: str = "kaiming_normal", init_weight: float = 1.0, init_bias: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        fans = dict(mode=init_mode, fan_in=in_features, fan_out=out_features)
+        self.weight = nn.Parameter(weight_init([out_features, in_features], **fans) * init_weight)
+        self.bias = nn.Parameter(weight_init([out_features], **fans) * init_bias) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x @ self.weight.to(x.dtype).t()
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype)
+        return x
+
+
+class GroupNorm(nn.Module):
+    """Group norm whose group count shrinks so each group has >= 4 channels (EDM)."""
+
+    def __init__(self, num_channels: int, num_groups: int = 32, min_channels_per_group: int = 4,
+                 eps: float = 1e-5):
+        super().__init__()
+        self.num_groups = max(1, min(num_groups, num_channels // min_channels_per_group))
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.group_norm(x, num_groups=self.num_groups, weight=self.weight.to(x.dtype),
+                                              bias=self.bias.to(x.dtype), eps=self.eps)
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal embedding of the noise label, [cos | sin] over geometric frequencies."""
+
+    def __init__(self, num_channels: int, max_positions: int = 10000, endpoint: bool = False):
+        super().__init__()
+        self.num_channels = num_channels
+        self.max_positions = max_positions
+        self.endpoint = endpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.num_channels // 2
+        freqs = torch.arange(half, dtype=torch.float32, device=x.device)
+        # endpoint=True makes the lowest frequency exactly 1/max_positions (DDPM++).
+        freqs = freqs / (half - (1 if self.endpoint else 0))
+        freqs = (1 / self.max_positions) ** freqs
+        x = torch.outer(x, freqs.to(x.dtype))
+        return torch.cat([x.cos(), x.sin()], dim=1)
+
+
+# ----------------------------------------------------------------------------
+# Spatial convolution with optional resampling.
+
+
+class Conv2d(nn.Module):
+    """EDM convolution: optional 2x up/downsampling by a separable FIR filter, then a
+    ``kernel`` x ``kernel`` conv (``kernel=0`` means resampling only).
+
+    With the DDPM++ filter [1,1], downsampling is a 2x2 box average (odd sizes floor)
+    and upsampling is nearest-neighbour; ``out_size`` picks the exact upsampled size
+    so an odd encoder size is restored exactly (50 -> 25 -> 12 -> back to 25).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True,
+                 up: bool = False, down: bool = False, resample_filter: Sequence[int] = (1, 1),
+                 init_mode: str = "kaiming_normal", init_weight: float = 1.0, init_bias: float = 0.0):
+        if up and down:
+            raise ValueError("Conv2d cannot both upsample and downsample")
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel = kernel
+        self.up = up
+        self.down = down
+        fans = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
+        self.weight = (nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], **fans) * init_weight)
+                       if kernel else None)
+        self.bias = nn.Parameter(weight_init([out_channels], **fans) * init_bias) if kernel and bias else None
+        f = torch.as_tensor(list(resample_filter), dtype=torch.float32)
+        f = torch.outer(f, f)[None, None] / f.sum().square()  # 2-D filter with unit DC gain
+        self.register_buffer("resample_filter", f if up or down else None)
+
+    def output_size(self, in_size: Size, out_size: Size | None = None) -> Size:
+        """Spatial size this layer produces from ``in_size`` (``out_size`` only matters when up)."""
+        h, w = in_size
+        if self.down:
+            return h // 2, w // 2
+        if self.up:
+            return tuple(out_size) if out_size is not None else (2 * h, 2 * w)
+        return h, w
+
+    def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+        f = self.resample_filter
+        if self.up:
+            f = f.to(x.dtype)
+            k, pad = f.shape[-1], (f.shape[-1] - 1) // 2
+            target = self.output_size(x.shape[-2:], out_size)
+            # conv_transpose gives 2*size for this filter; output_padding adds the odd row/col.
+            natural = [(s - 1) * 2 - 2 * pad + k for s in x.shape[-2:]]
+            extra = [t - n for t, n in zip(target, natural)]
+            if not all(0 <= e <= 1 for e in extra):
+                raise ValueError(f"cannot upsample {tuple(x.shape[-2:])} to {tuple(target)}: "
+                                 f"the target must be 2x or 2x+1 the input")
+            x = torch.nn.functional.conv_transpose2d(
+                x, (f * 4).tile([x.shape[1], 1, 1, 1]), groups=x.shape[1], stride=2, padding=pad,
+                output_padding=tuple(extra))
+        elif self.down:
+            f = f.to(x.dtype)
+            pad = (f.shape[-1] - 1) // 2
+            x = torch.nn.functional.conv2d(x, f.tile([x.shape[1], 1, 1, 1]), groups=x.shape[1], stride=2, padding=pad)
+        if self.weight is not None:
+            x = torch.nn.functional.conv2d(x, self.weight.to(x.dtype), padding=self.kernel // 2)
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        return x
+
+
+# ----------------------------------------------------------------------------
+# Spectral (Fourier neural operator) convolution.
+
+
+def spectral_size_problem(size: Size, modes1: int, modes2: int) -> str | None:
+    """Why a grid of ``size`` cannot carry ``modes1`` x ``modes2`` Fourier modes, or None.
+
+    rfft2 of an H x W grid has H rows of frequencies and W//2+1 columns. The layer
+    keeps two row bands, [:modes1] (frequencies 0..m1-1) and [-modes1:] (-m1..-1);
+    with H < 2*modes1 they would overlap and one band would silently overwrite the
+    other, so we require H >= 2*modes1. Columns need W//2 + 1 >= modes2.
+    """
+    h, w = size
+    if h < 2 * modes1:
+        return f"{h} rows < 2*modes1 = {2 * modes1}"
+    if w // 2 + 1 < modes2:
+        return f"{w} columns give {w // 2 + 1} rfft columns < modes2 = {modes2}"
+    return None
+
+
+class SpectralConv2d(nn.Module):
+    """FNO layer: y = irfft2( R . rfft2(x) ) at an explicit output size.
+
+    The lowest ``modes1`` positive and ``modes1`` negative row frequencies and the
+    lowest ``modes2`` column frequencies are each multiplied by a learned complex
+    matrix over channels (``weights1`` for rows [:m1], ``weights2`` for rows
+    [-m1:]); all other coefficients are zeroed. Resampling is truncation or
+    zero-padding in Fourier space, so any output size works.
+
+    Normalisation: the authors use torch's default ``norm='backward'`` for both
+    transforms. Then, when the output size equals the input size, the layer is
+    exactly discretisation-invariant (rfft2 scales by H*W, irfft2 divides it
+    back out). When the size changes, the output is scaled by
+    (H_in*W_in)/(H_out*W_out) -- 4 for a 2x downsample, 1/4 for a 2x upsample.
+    ``norm='forward'`` removes that factor (resampling becomes exactly invariant
+    too); it is available for ablations but is not what the authors trained.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes1: int, modes2: int, norm: str = "backward"):
+        super().__init__()
+        if modes1 < 1 or modes2 < 1:
+            raise ValueError(f"modes must be positive, got modes1={modes1}, modes2={modes2}")
+        if norm not in FFT_NORMS:
+            raise ValueError(f"unknown fft norm {norm!r}; use one of {FFT_NORMS}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.modes1 = modes1
+        self.modes2 = modes2
+        self.norm = norm
+        # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out).
+        scale = 1 / (in_channels * out_channels)
+        self.weights1 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
+        self.weights2 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
+
+    def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+        in_size = tuple(x.shape[-2:])
+        out_size = in_size if out_size is None else tuple(out_size)
+        for what, size in (("input", in_size), ("output", out_size)):
+            problem = spectral_size_problem(size, self.modes1, self.modes2)
+            if problem:
+                raise ValueError(f"SpectralConv2d {what} grid {size} too small for modes "
+                                 f"({self.modes1}, {self.modes2}): {problem}")
+        # FFTs in at least float32: half-precision FFTs are limited to powers of two on CUDA.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        m1, m2 = self.modes1, self.modes2
+        x_ft = torch.fft.rfft2(x.to(dtype), norm=self.norm)
+        w1 = torch.view_as_complex(self.weights1.to(dtype))
+        w2 = torch.view_as_complex(self.weights2.to(dtype))
+        out_ft = torch.zeros(x.shape[0], self.out_channels, out_size[0], out_size[1] // 2 + 1,
+                             dtype=x_ft.dtype, device=x.device)
+        out_ft[:, :, :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], w1)
+        out_ft[:, :, -m1:, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, -m1:, :m2], w2)
+        return torch.fft.irfft2(out_ft, s=out_size, norm=self.norm).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Dual convolution.
+
+
+class DualConv(nn.Module):
+    """Spatial conv + spectral conv at the same output size, outputs summed.
+
+    ``mode`` selects the branches: 'spatial' (plain UNet conv), 'spectral'
+    (FNO-UNet) or 'dual' (DFU). ``modes1``/``modes2`` may be None for 'spatial'.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int,
+                 modes1: int | None = None, modes2: int | None = None, mode: str = "dual",
+                 bias: bool = True, up: bool = False, down: bool = False,
+                 resample_filter: Sequence[int] = (1, 1), init_mode: str = "kaiming_normal",
+                 init_weight: float = 1.0, init_bias: float = 0.0, fft_norm: str = "backward"):
+        super().__init__()
+        if mode not in CONV_MODES:
+            raise ValueError(f"unknown conv mode {mode!r}; use one of {CONV_MODES}")
+        if mode != "spatial" and (modes1 is None or modes2 is None):
+            raise ValueError(f"conv mode {mode!r} needs modes1 and modes2")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.mode = mode
+        self.up = up
+        self.down = down
+        self.spatial_conv = (Conv2d(in_channels, out_channels, kernel, bias=bias, up=up, down=down,
+                                    resample_filter=resample_filter, init_mode=init_mode,
+                                    init_weight=init_weight, init_bias=init_bias)
+                             if mode != "spectral" else None)
+        self.spectral_conv = (SpectralConv2d(in_channels, out_channels, modes1, modes2, norm=fft_norm)
+                              if mode != "spatial" else None)
+
+    def output_size(self, in_size: Size, out_size: Size | None = None) -> Size:
+        """Same rule as ``Conv2d``: floor-halve when down, 2x or ``out_size`` when up."""
+        h, w = in_size
+        if self.down:
+            return h // 2, w // 2
+        if self.up:
+            return tuple(out_size) if out_size is not None else (2 * h, 2 * w)
+        return h, w
+
+    def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+        size = self.output_size(tuple(x.shape[-2:]), out_size)
+        y = None
+        if self.spatial_conv is not None:
+            y = self.spatial_conv(x, out_size=size)
+        if self.spectral_conv is not None:
+            s = self.spectral_conv(x, out_size=size)
+            y = s if y is None else y + s
+        return y
+
+
+# ----------------------------------------------------------------------------
+# Residual UNet block.
+
+
+class DualUNetBlock(nn.Module):
+    """DDPM++ residual block whose two 3x3 convs are ``DualConv``s.
+
+    x -> GroupNorm -> SiLU -> conv0 (maybe resampling) -> + Linear(emb) -> GroupNorm
+      -> SiLU -> dropout -> conv1 (init near zero) -> + skip(x) -> * skip_scale,
+    then optionally single-layer self-attention with its own residual. The skip is
+    a 1x1 spatial conv (with the same resampling) whenever channels or size change;
+    the attention qkv/proj are 1x1 spatial convs too -- only conv0/conv1 are dual.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int,
+                 modes1: int | None = None, modes2: int | None = None, mode: str = "spatial",
+                 up: bool = False, down: bool = False, attention: bool = False, num_heads: int = 1,
+                 dropout: float = 0.0, skip_scale: float = 1.0, eps: float = 1e-5,
+                 resample_filter: Sequence[int] = (1, 1), resample_proj: bool = False,
+                 init: dict | None = None, init_zero: dict | None = None, init_attn: dict | None = None,
+                 fft_norm: str = "backward"):
+        super().__init__()
+        init = dict(init or {})
+        init_zero = dict(init_zero if init_zero is not None else dict(init_weight=0))
+        init_attn = dict(init_attn if init_attn is not None else init)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.up = up
+        self.down = down
+        self.num_heads = num_heads if attention else 0
+        self.dropout = dropout
+        self.skip_scale = skip_scale
+        dual = dict(modes1=modes1, modes2=modes2, mode=mode, fft_norm=fft_norm, resample_filter=resample_filter)
+
+        self.norm0 = GroupNorm(in_channels, eps=eps)
+        self.conv0 = DualConv(in_channels, out_channels, kernel=3, up=up, down=down, **dual, **init)
+        self.affine = Linear(emb_channels, out_channels, **init)
+        self.norm1 = GroupNorm(out_channels, eps=eps)
+        self.conv1 = DualConv(out_channels, out_channels, kernel=3, **dual, **init_zero)
+
+        self.skip = None
+        if out_channels != in_channels or up or down:
+            kernel = 1 if resample_proj or out_channels != in_channels else 0
+            self.skip = Conv2d(in_channels, out_channels, kernel=kernel, up=up, down=down,
+                               resample_filter=resample_filter, **init)
+
+        if self.num_heads:
+            self.norm2 = GroupNorm(out_channels, eps=eps)
+            self.qkv = Conv2d(out_channels, out_channels * 3, kernel=1, **init_attn)
+            self.proj = Conv2d(out_channels, out_channels, kernel=1, **init_zero)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+        orig = x
+        size = self.conv0.output_size(tuple(x.shape[-2:]), out_size)
+        x = self.conv0(silu(self.norm0(x)), out_size=size)
+        x = silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
+        x = self.conv1(torch.nn.functional.dropout(x, p=self.dropout, training=self.training))
+        x = (x + (self.skip(orig, out_size=size) if self.skip is not None else orig)) * self.skip_scale
+
+        if self.num_heads:
+            b, c, h, w = x.shape
+            # Channel layout (head, channel, q/k/v) matches EDM so qkv weights are interchangeable.
+            q, k, v = self.qkv(self.norm2(x)).reshape(b * self.num_heads, c // self.num_heads, 3, h * w).unbind(2)
+            # softmax(q^T k / sqrt(d)) in float32 for stability under reduced precision.
+            logits = torch.einsum("ncq,nck->nqk", q.float(), k.float()) / math.sqrt(k.shape[1])
+            attn = logits.softmax(dim=2)
+            a = torch.einsum("nqk,nck->ncq", attn, v.float()).to(x.dtype)
+            x = (self.proj(a.reshape(b, c, h, w)) + x) * self.skip_scale
+        return x

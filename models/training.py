@@ -1,0 +1,142 @@
+"""Mixed-resolution EDM training loop, deterministic per step and exactly resumable.
+
+Each optimizer step draws ONE resolution (uniform or weighted) and the whole batch
+comes from it, as in the authors' code. Every random choice of step k (resolution,
+image indices, sigma, noise, dropout) is seeded from (seed, k) alone, so a run
+killed after a checkpoint and resumed follows the same trajectory as one that
+was never interrupted; no RNG state needs saving.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+BatchFn = Callable[[np.ndarray, int], torch.Tensor]  # (indices, resolution) -> NCHW float in [-1, 1]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    resolutions: tuple[int, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    dataset_size: int
+    weights: Optional[tuple[float, ...]] = None
+    lr_warmup_steps: int = 0
+    ema_halflife_kimg: float = 2.0
+    ema_rampup: Optional[float] = 0.05
+    checkpoint_every: int = 200
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """One 63-bit seed per (run seed, step), independent of process count."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def draw_step(settings: TrainSettings, step: int) -> tuple[int, np.ndarray]:
+    """The resolution and dataset indices of optimizer step `step`."""
+    rng = np.random.default_rng([settings.seed, step, 1])
+    p = None
+    if settings.weights is not None:
+        p = np.asarray(settings.weights, dtype=np.float64)
+        p = p / p.sum()
+    res = int(rng.choice(np.asarray(settings.resolutions), p=p))
+    idx = rng.integers(0, settings.dataset_size, size=settings.batch_size)
+    return res, idx
+
+
+def ema_beta(settings: TrainSettings, step: int) -> float:
+    """EDM's EMA: half-life in images, optionally ramped up with images seen."""
+    nimg = (step + 1) * settings.batch_size
+    halflife = settings.ema_halflife_kimg * 1000
+    if settings.ema_rampup is not None:
+        halflife = min(halflife, nimg * settings.ema_rampup)
+    return 0.5 ** (settings.batch_size / max(halflife, 1e-8))
+
+
+class Trainer:
+    """Holds the network, its EMA and Adam; `run` trains from `self.step` to `settings.steps`."""
+
+    def __init__(self, net: torch.nn.Module, settings: TrainSettings, loss_fn, device: torch.device):
+        self.net = net.to(device).train()
+        self.ema = copy.deepcopy(net).eval().requires_grad_(False)
+        self.settings = settings
+        self.loss_fn = loss_fn
+        self.device = device
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.step = 0
+        self.losses: list[float] = []
+
+    def lr_at(self, step: int) -> float:
+        warm = self.settings.lr_warmup_steps
+        return self.settings.lr * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
+
+    def train_step(self, batch_fn: BatchFn) -> float:
+        s = self.settings
+        res, idx = draw_step(s, self.step)
+        images = batch_fn(idx, res).to(self.device)
+        torch.manual_seed(step_seed(s.seed, self.step))  # dropout
+        # sigma and noise: drawn on the training device (a CUDA run differs from a CPU
+        # run, but each is reproducible and independent of the process count)
+        gen = torch.Generator(device=self.device).manual_seed(step_seed(s.seed + 1, self.step))
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net, images, gen).mean()
+        loss.backward()
+        for p in self.net.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        self.opt.step()
+        beta = ema_beta(s, self.step)
+        with torch.no_grad():
+            for pe, pn in zip(self.ema.parameters(), self.net.parameters()):
+                pe.copy_(pn.detach().lerp(pe, beta))
+        self.step += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {self.step}; lower lr")
+        self.losses.append(value)
+        return value
+
+    # -- checkpoint state as flat tensors (safetensors-friendly, no pickle) --
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in self.net.state_dict().items():
+            out[f"net.{k}"] = v
+        for k, v in self.ema.state_dict().items():
+            out[f"ema.{k}"] = v
+        names = {id(p): n for n, p in self.net.named_parameters()}
+        for p, st in self.opt.state.items():
+            n = names[id(p)]
+            for key in ("exp_avg", "exp_avg_sq"):
+                out[f"adam.{n}.{key}"] = st[key]
+            out[f"adam.{n}.step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
+        return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], step: int,
+                           losses: Sequence[float] = ()) -> None:
+        def sub(prefix):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        self.net.load_state_dict(sub("net."), strict=True)
+        self.ema.load_state_dict(sub("ema."), strict=True)
+        adam = sub("adam.")
+        for n, p in self.net.named_parameters():
+            if f"{n}.exp_avg" in adam:
+                self.opt.state[p] = {
+                    "step": torch.tensor(float(adam[f"{n}.step"][0])),
+                    "exp_avg": adam[f"{n}.exp_avg"].to(self.device),
+                    "exp_avg_sq": adam[f"{n}.exp_avg_sq"].to(self.device),
+                }
+        self.step = step
+        self.losses = list(losses)

@@ -1,0 +1,254 @@
+"""Tests for models/layers.py: resampling convs, the spectral conv and its
+discretisation invariance, DualConv modes and the UNet block."""
+
+import math
+
+import pytest
+import torch
+
+from models.layers import (
+    Conv2d,
+    DualConv,
+    DualUNetBlock,
+    GroupNorm,
+    Linear,
+    PositionalEmbedding,
+    SpectralConv2d,
+    weight_init,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run single-threaded: on a shared 2-core machine OpenMP threads fighting other
+    processes made these tests ~15x slower (5 s -> 80 s)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def band_limited(n: int, m1: int, m2: int, channels: int = 2, seed: int = 0) -> torch.Tensor:
+    """Random real function with row frequencies |k1| < m1 and column frequencies k2 < m2,
+    sampled on an n x n grid over [0, 1)^2 (float64, batch 1)."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.arange(n, dtype=torch.float64) / n
+    x = torch.zeros(1, channels, n, n, dtype=torch.float64)
+    for c in range(channels):
+        for k1 in range(-m1 + 1, m1):
+            for k2 in range(m2):
+                a, b = torch.randn(2, generator=g, dtype=torch.float64)
+                phase = 2 * math.pi * (k1 * s[:, None] + k2 * s[None, :])
+                x[0, c] += a * phase.cos() + b * phase.sin()
+    return x
+
+
+def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample a band-limited grid function by truncating / zero-padding its spectrum."""
+    h, w = x.shape[-2:]
+    H, W = size
+    x_ft = torch.fft.rfft2(x, norm="forward")
+    out = torch.zeros(*x.shape[:-2], H, W // 2 + 1, dtype=x_ft.dtype)
+    r, c = min(h, H) // 2, min(w // 2 + 1, W // 2 + 1)
+    out[..., :r, :c] = x_ft[..., :r, :c]
+    out[..., -r:, :c] = x_ft[..., -r:, :c]
+    return torch.fft.irfft2(out, s=size, norm="forward")
+
+
+# --- EDM building blocks -------------------------------------------------------
+
+
+def test_weight_init_scales_and_rejects_unknown_mode():
+    torch.manual_seed(0)
+    w = weight_init([2000, 50], "xavier_uniform", fan_in=50, fan_out=2000)
+    bound = math.sqrt(6 / 2050)
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    w = weight_init([4000, 100], "kaiming_normal", fan_in=100, fan_out=4000)
+    assert abs(w.std().item() - 0.1) < 0.005
+    with pytest.raises(ValueError, match="unknown init mode"):
+        weight_init([2], "he", 1, 1)
+
+
+def test_linear_and_groupnorm_shapes():
+    lin = Linear(8, 4, bias=False)
+    assert lin.bias is None and lin(torch.randn(3, 8)).shape == (3, 4)
+    assert GroupNorm(256).num_groups == 32 and GroupNorm(16).num_groups == 4 and GroupNorm(3).num_groups == 1
+
+
+def test_positional_embedding_endpoint_frequencies():
+    emb = PositionalEmbedding(8, endpoint=True)(torch.tensor([1.0]))
+    # cos half first; with endpoint the last frequency is exactly 1/max_positions.
+    assert torch.allclose(emb[0, :4], torch.cos(torch.tensor([1.0, 10000 ** (-1 / 3), 10000 ** (-2 / 3), 1e-4])))
+    assert torch.allclose(emb[0, 4:], torch.sin(torch.tensor([1.0, 10000 ** (-1 / 3), 10000 ** (-2 / 3), 1e-4])))
+
+
+@pytest.mark.parametrize("h,w", [(10, 10), (25, 13), (5, 6)])
+def test_conv2d_box_filter_down_is_average_pool(h, w):
+    x = torch.randn(2, 3, h, w)
+    down = Conv2d(3, 3, kernel=0, down=True)
+    assert torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)
+    assert down.output_size((h, w)) == (h // 2, w // 2)
+
+
+@pytest.mark.parametrize("size,target", [((5, 5), (10, 10)), ((12, 6), (25, 13)), ((2, 3), (5, 6))])
+def test_conv2d_box_filter_up_is_nearest_to_exact_size(size, target):
+    x = torch.randn(1, 2, *size)
+    y = Conv2d(2, 2, kernel=0, up=True)(x, out_size=target)
+    assert y.shape[-2:] == target
+    nearest = x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    assert torch.equal(y[..., : 2 * size[0], : 2 * size[1]], nearest)
+
+
+def test_conv2d_up_rejects_impossible_target():
+    with pytest.raises(ValueError, match="cannot upsample"):
+        Conv2d(2, 2, kernel=3, up=True)(torch.randn(1, 2, 5, 5), out_size=(12, 12))
+
+
+# --- spectral conv -------------------------------------------------------------
+
+
+def test_spectral_weights_layout_and_authors_init_scale():
+    torch.manual_seed(0)
+    layer = SpectralConv2d(4, 8, modes1=6, modes2=3)
+    assert dict(layer.named_parameters()).keys() == {"weights1", "weights2"}
+    for w in (layer.weights1, layer.weights2):
+        assert w.shape == (4, 8, 6, 3, 2)
+        # U[0,1) * 1/(in*out): non-negative, below 1/32, and filling that range.
+        assert w.min() >= 0 and w.max() < 1 / 32 and w.max() > 0.9 / 32
+    assert not torch.equal(layer.weights1, layer.weights2)
+
+
+@pytest.mark.parametrize("k1", [0, 3, -1, -5])
+def test_spectral_single_mode_matches_hand_computation(k1):
+    """A pure wave exp(2 pi i (k1 s + k2 t)) comes out as Re(w e^{i theta}) with w from
+    weights1 for k1 >= 0 and weights2[m1 + k1] for k1 < 0."""
+    m1, m2, k2, n = 6, 4, 2, 16
+    layer = SpectralConv2d(1, 1, m1, m2).double()
+    s = torch.arange(n, dtype=torch.float64) / n
+    theta = 2 * math.pi * (k1 * s[:, None] + k2 * s[None, :])
+    w = torch.view_as_complex(layer.weights1 if k1 >= 0 else layer.weights2)[0, 0, k1 if k1 >= 0 else m1 + k1, k2]
+    with torch.no_grad():
+        y = layer(theta.cos()[None, None])[0, 0]
+    assert torch.allclose(y, w.real * theta.cos() - w.imag * theta.sin(), atol=1e-12)
+
+
+def test_spectral_discards_modes_above_the_kept_band():
+    layer = SpectralConv2d(1, 1, 4, 3).double()
+    n = 32
+    s = torch.arange(n, dtype=torch.float64) / n
+    high = torch.cos(2 * math.pi * (5 * s[:, None] + 1 * s[None, :])) + torch.cos(2 * math.pi * 7 * s[None, :])
+    with torch.no_grad():
+        assert layer(high[None, None]).abs().max() < 1e-12
+
+
+def test_spectral_is_translation_equivariant():
+    torch.manual_seed(0)
+    layer = SpectralConv2d(3, 2, 5, 4)
+    x = torch.randn(1, 3, 20, 18)
+    with torch.no_grad():
+        assert torch.allclose(layer(x.roll((3, -2), (-2, -1))), layer(x).roll((3, -2), (-2, -1)), atol=1e-6)
+
+
+def test_spectral_discretisation_invariance_same_size():
+    """Same band-limited function sampled at 32 and at 64: outputs agree after resampling."""
+    torch.manual_seed(0)
+    m1, m2 = 6, 4
+    layer = SpectralConv2d(2, 3, m1, m2).double()  # authors' norm='backward'
+    x32, x64 = band_limited(32, m1, m2), band_limited(64, m1, m2)
+    assert torch.allclose(fourier_resample(x64, (32, 32)), x32, atol=1e-10)  # sanity of the helper
+    with torch.no_grad():
+        y32, y64 = layer(x32), layer(x64)
+    assert y64.shape[-2:] == (64, 64)
+    assert y32.abs().max() > 1e-2  # not trivially zero
+    assert (fourier_resample(y64, (32, 32)) - y32).abs().max() < 1e-5
+    assert (fourier_resample(y32, (64, 64)) - y64).abs().max() < 1e-5
+    assert (y64[..., ::2, ::2] - y32).abs().max() < 1e-5
+
+
+def test_spectral_resampling_scale_with_authors_norm_and_forward_norm():
+    """norm='backward' (authors): a resampling layer scales by in_area/out_area.
+    norm='forward': resampling is exactly invariant."""
+    torch.manual_seed(0)
+    m1, m2 = 6, 4
+    x32, x64 = band_limited(32, m1, m2), band_limited(64, m1, m2)
+    back = SpectralConv2d(2, 3, m1, m2).double()
+    fwd = SpectralConv2d(2, 3, m1, m2, norm="forward").double()
+    fwd.load_state_dict(back.state_dict())
+    with torch.no_grad():
+        ref = back(x32)  # 32 -> 32 is the same under both norms
+        assert (fwd(x32) - ref).abs().max() < 1e-10
+        assert (fwd(x64, out_size=(32, 32)) - ref).abs().max() < 1e-5
+        assert (fwd(x32, out_size=(64, 64)) - fourier_resample(ref, (64, 64))).abs().max() < 1e-5
+        assert (back(x64, out_size=(32, 32)) - 4 * ref).abs().max() < 1e-5
+        assert (back(x32, out_size=(64, 64)) - fourier_resample(ref, (64, 64)) / 4).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("size,out", [((10, 10), (5, 5)), ((5, 5), (10, 10)), ((25, 25), (12, 12)),
+                                      ((12, 12), (25, 25)), ((25, 14), (12, 7)), ((9, 9), None)])
+def test_spectral_output_sizes_including_odd(size, out):
+    layer = SpectralConv2d(2, 3, 2, 2)
+    x = torch.randn(2, 2, *size, requires_grad=True)
+    y = layer(x, out_size=out)
+    assert y.shape == (2, 3, *(out or size))
+    y.square().sum().backward()
+    assert layer.weights1.grad.abs().sum() > 0 and layer.weights2.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("size,out", [((7, 16), None), ((16, 4), None), ((16, 16), (6, 16))])
+def test_spectral_rejects_grids_too_small_for_modes(size, out):
+    layer = SpectralConv2d(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="too small for modes"):
+        layer(torch.randn(1, 1, *size), out_size=out)
+
+
+def test_spectral_keeps_low_precision_dtype():
+    layer = SpectralConv2d(2, 2, 3, 3)
+    y = layer(torch.randn(1, 2, 12, 12, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+
+
+# --- dual conv and block -------------------------------------------------------
+
+
+def test_dualconv_modes_pick_branches_and_sum():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 16, 16)
+    dual = DualConv(4, 5, 3, modes1=4, modes2=3, mode="dual")
+    assert dual.spatial_conv is not None and dual.spectral_conv is not None
+    with torch.no_grad():
+        assert torch.allclose(dual(x), dual.spatial_conv(x) + dual.spectral_conv(x), atol=1e-6)
+    assert DualConv(4, 5, 3, mode="spatial").spectral_conv is None
+    spec = DualConv(4, 5, 3, modes1=4, modes2=3, mode="spectral")
+    assert spec.spatial_conv is None and spec(x).shape == (2, 5, 16, 16)
+    with pytest.raises(ValueError, match="needs modes1"):
+        DualConv(4, 5, 3, mode="dual")
+
+
+@pytest.mark.parametrize("mode", ["spatial", "spectral", "dual"])
+def test_dualconv_resampling_sizes_agree_between_branches(mode):
+    down = DualConv(2, 3, 3, modes1=2, modes2=2, mode=mode, down=True)
+    up = DualConv(3, 2, 3, modes1=2, modes2=2, mode=mode, up=True)
+    x = torch.randn(1, 2, 25, 10)
+    h = down(x)
+    assert h.shape[-2:] == (12, 5)
+    assert up(h, out_size=(25, 10)).shape[-2:] == (25, 10)
+    assert up(h).shape[-2:] == (24, 10)
+
+
+def test_block_skip_attention_and_odd_resampling():
+    torch.manual_seed(0)
+    kw = dict(emb_channels=8, modes1=2, modes2=2, mode="dual", resample_proj=True)
+    emb = torch.randn(2, 8)
+    same = DualUNetBlock(8, 8, **kw)
+    assert same.skip is None and not hasattr(same, "qkv")
+    wider = DualUNetBlock(8, 16, attention=True, **kw)
+    assert wider.skip.weight.shape == (16, 8, 1, 1) and wider.qkv.weight.shape == (48, 16, 1, 1)
+    down = DualUNetBlock(8, 8, down=True, **kw)
+    up = DualUNetBlock(8, 8, up=True, **kw)
+    x = torch.randn(2, 8, 10, 10)
+    h = down(x, emb)
+    assert h.shape == (2, 8, 5, 5)
+    assert up(h, emb, out_size=(10, 10)).shape == (2, 8, 10, 10)
+    assert up(down(torch.randn(2, 8, 11, 11), emb), emb, out_size=(11, 11)).shape == (2, 8, 11, 11)
+    y = wider(x, emb)
+    assert y.shape == (2, 16, 10, 10) and torch.isfinite(y).all()
