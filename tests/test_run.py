@@ -1,0 +1,70 @@
+"""The smoke suite end to end: outputs, determinism across runs, and resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
+TIMING = ["seconds", "feature_seconds"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    from bench.cli import main
+
+    results = tmp_path_factory.mktemp("results")
+    for run_id in ("first", "second"):
+        assert main(["run", str(SMOKE), "--results", str(results), "--run-id", run_id]) == 0
+    return results / "smoke"
+
+
+def test_run_writes_every_output(smoke_runs):
+    d = smoke_runs / "first"
+    for name in ("suite.yaml", "environment.json", "metrics.csv", "fig2.png", "table.md", "samples.png"):
+        assert (d / name).is_file(), name
+    env = json.loads((d / "environment.json").read_text())
+    assert env["versions"]["torch"] and env["device"]
+    for model in ("unet-multires", "dfu"):
+        assert (d / "checkpoints" / model / "model.safetensors").is_file()
+        assert (d / "checkpoints" / model / "model.json").is_file()
+    df = pd.read_csv(d / "metrics.csv")
+    assert list(df.columns[:6]) == ["model", "adapter", "train_resolutions", "sample_resolution", "n", "fid"]
+    assert len(df) == 3 * 3 and (df["fid"] > 0).all()
+    assert set(df["sample_resolution"]) == {16, 24, 32}
+    assert not list(d.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_same_seed_same_metrics(smoke_runs):
+    a = pd.read_csv(smoke_runs / "first" / "metrics.csv").drop(columns=TIMING)
+    b = pd.read_csv(smoke_runs / "second" / "metrics.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_rerun_same_id_resumes_without_recomputing(smoke_runs, run_cli):
+    d = smoke_runs / "first"
+    before = {p: p.stat().st_mtime_ns for p in (d / "samples").rglob("*.npz")}
+    code, _, err = run_cli("run", str(SMOKE), "--results", str(smoke_runs.parent), "--run-id", "first")
+    assert code == 0, err
+    assert "trained model found" in err
+    assert {p: p.stat().st_mtime_ns for p in (d / "samples").rglob("*.npz")} == before
+    a = pd.read_csv(d / "metrics.csv").drop(columns=TIMING)
+    b = pd.read_csv(smoke_runs / "second" / "metrics.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_rerun_with_changed_suite_is_refused(smoke_runs, run_cli, tmp_path):
+    text = SMOKE.read_text().replace("n: 24", "n: 20")
+    changed = tmp_path / "smoke.yaml"
+    changed.write_text(text)
+    code, _, err = run_cli("run", str(changed), "--results", str(smoke_runs.parent), "--run-id", "first")
+    assert code == 2 and "different suite" in err
+
+
+def test_report_rebuilds_from_metrics(smoke_runs, run_cli, tmp_path):
+    code, out, err = run_cli("report", str(smoke_runs / "first"), "--report-dir", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "smoke" / "fig2.png").is_file()
+    assert "| unet-multires |" in (tmp_path / "smoke" / "table.md").read_text()
