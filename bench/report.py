@@ -63,7 +63,7 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, per_cell: int = 2) 
 
     models = list(dict.fromkeys(df["model"]))
     grid = sorted(df["sample_resolution"].unique())
-    fig, axes = plt.subplots(len(models), len(grid), figsize=(1.6 * len(grid) * per_cell / 2 + 1, 1.7 * len(models)),
+    fig, axes = plt.subplots(len(models), len(grid), figsize=(0.4 + 1.1 * per_cell * len(grid), 0.4 + 1.2 * len(models)),
                              dpi=150, squeeze=False)
     for i, m in enumerate(models):
         for j, r in enumerate(grid):
