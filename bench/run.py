@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
 import platform
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -87,6 +87,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                 overrides = dict(m.arch_overrides)
                 if m.train.dropout is not None:
                     overrides["dropout"] = m.train.dropout
+                # initial weights depend on the suite seed and the model's name only
+                torch.manual_seed(zlib.crc32(f"{cfg.seed}:{m.name}".encode()))
                 adapter = cls(m.arch or "cpu-tiny", overrides, device=plan.device,
                               sample_steps=cfg.sample.steps)
             except (KeyError, ValueError, TypeError) as exc:
@@ -318,7 +320,6 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     config_file = run_dir / "suite.yaml"
     if config_file.is_file() and config_file.read_text() != resolved:
         raise BenchError(f"run {run_dir} was started with a different suite; use another --run-id")
-    torch.manual_seed(cfg.seed)
     if rank_info()[0] == 0:
         write_text(config_file, resolved)
         write_json(run_dir / "environment.json", environment(plan.device))
