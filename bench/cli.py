@@ -47,6 +47,32 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
 
 
 @app.command()
+def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
+            b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
+            which: str = typer.Option("fid,kid", "--metrics",
+                                      help="comma list of fid, kid, pr, patch-fid, patch-kid, spectral"),
+            as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+            batch_size: int = typer.Option(32, min=1),
+            patch_size: int = typer.Option(32, min=8),
+            patches_per_image: int = typer.Option(4, min=1),
+            kid_subset_seed: int = typer.Option(0),
+            device: str = typer.Option("auto"),
+            inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt")):
+    """Any metrics between two image sets (A = generated, B = reference); features are cached."""
+    from bench.metrics import compare_sets
+
+    names = [w.strip() for w in which.split(",") if w.strip()]
+    result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
+                          patch_size=patch_size, patches_per_image=patches_per_image,
+                          kid_subset_seed=kid_subset_seed)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            typer.echo(f"{k}: {v}")
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
            report_dir: Optional[Path] = typer.Option(None, help="also copy to REPORT_DIR/<suite>/")):
     """Rebuild the plot and tables of a finished run from its metrics.csv."""
@@ -63,6 +89,22 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
     typer.echo(str(out))
 
 
+@app.command()
+def regress(baseline: Path = typer.Option(Path("results/baselines/ci.json"), help="committed baseline JSON"),
+            suite: Path = typer.Option(Path("suites/ci.yaml"), help="deterministic suite to score"),
+            results: Path = typer.Option(Path("results"), help="where the suite's run directory goes"),
+            update: bool = typer.Option(False, "--update", help="write a new baseline instead of comparing"),
+            skip_quality: bool = typer.Option(False, help="throughput only"),
+            skip_throughput: bool = typer.Option(False, help="FID/KID only"),
+            repeats: int = typer.Option(7, min=1, help="timings per kernel per round")):
+    """Compare FID/KID and normalised throughput with a baseline; exit 1 on a regression."""
+    from bench.regress import regress as run_regress
+
+    code = run_regress(baseline, suite, results, update, skip_quality, skip_throughput, repeats)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("list")
 def list_registered():
     """Registered model adapters, datasets and named architectures."""
@@ -77,7 +119,7 @@ def list_registered():
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any
     except BenchError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -94,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(exc, click.exceptions.Exit):
             return exc.exit_code
         raise
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -71,15 +71,38 @@ class ModelConfig(Strict):
 
 class SampleConfig(Strict):
     resolutions: list[Resolution] = Field(min_length=1)
-    n: int = Field(gt=1)
+    n: int = Field(gt=1, description="samples per (model, resolution, seed set)")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], min_length=1,
+        description="seed sets; set s uses per-sample seeds s*n .. (s+1)*n-1")
     steps: int = Field(18, gt=0)
     batch_size: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds contains duplicates")
+        return self
+
+
+MetricName = Literal["fid", "kid", "pr", "patch-fid", "patch-kid", "spectral"]
 
 
 class MetricsConfig(Strict):
     fid_mode: Literal["clean"] = "clean"
+    metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
+    kid_subset_seed: int = 0
+    patch_size: int = Field(32, ge=8, description="patch-fid/patch-kid crop size (px, native resolution)")
+    patches_per_image: int = Field(4, ge=1)
+    pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if "fid" not in self.metrics:
+            raise ValueError("metrics must include fid (the plot and tables are built on it)")
+        return self
 
 
 class SuiteConfig(Strict):

@@ -135,6 +135,18 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
                      + ". Fix: run `make install` or set $" + ENV_PATH + " to inception-2015-12-05.pt")
 
 
+def weights_sha256(explicit: str | None = None) -> str:
+    """Checksum of the Inception file in use (from the cache's sidecar when there is one)."""
+    path, _ = resolve(explicit)
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text())["sha256"]
+        except (ValueError, KeyError):
+            pass
+    return sha256_file(path)
+
+
 def build_extractor(device: torch.device, explicit: str | None = None) -> torch.nn.Module:
     """clean-fid's InceptionV3W (clean mode: resize outside, `.layers` inside) on our weights."""
     from cleanfid.inception_torchscript import InceptionV3W

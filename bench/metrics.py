@@ -9,6 +9,8 @@ overlaps with the network instead of adding to it.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bench.errors import BenchError
+from bench.inception import FEATURE_DIM
+from bench.io import atomic_path
 from bench.progress import progress
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -77,7 +81,7 @@ class FeatureExtractor:
                  mode: str = "clean", workers: int = 2):
         from cleanfid.resize import build_resizer
 
-        from bench.inception import build_extractor
+        from bench.inception import build_extractor, weights_sha256
 
         if mode not in FID_MODES:
             raise BenchError(f"FID mode {mode!r} is not supported; use one of {', '.join(FID_MODES)}")
@@ -85,8 +89,11 @@ class FeatureExtractor:
         self.device = device
         self.batch_size = batch_size
         self.model = build_extractor(device, inception_path)
+        # what produced a feature: the network file's checksum and the resize mode
+        self.identity = f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{mode}"
         self._resize = build_resizer(mode)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.images_done, self.seconds = 0, 0.0
 
     def _prepare(self, img: np.ndarray) -> torch.Tensor:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -95,10 +102,18 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def _run(self, batch: list[np.ndarray]) -> np.ndarray:
+        t0 = time.perf_counter()
         x = torch.stack(list(self._pool.map(self._prepare, batch)))
         # channels_last: ~30% faster on 2 CPU cores, features equal to 1e-5
         x = x.to(self.device, memory_format=torch.channels_last)
-        return self.model(x).cpu().numpy().astype(np.float64)
+        feats = self.model(x).cpu().numpy().astype(np.float64)
+        self.images_done += len(batch)
+        self.seconds += time.perf_counter() - t0
+        return feats
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_done / self.seconds if self.seconds else float("nan")
 
     def features(self, images: Iterable[np.ndarray], total: int | None = None,
                  desc: str = "features") -> np.ndarray:
@@ -172,3 +187,210 @@ def image_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int) -> np.ndarr
         r, q = divmod(k, cols)
         grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + q * (w + 2): 2 + q * (w + 2) + w] = img
     return grid
+
+
+# ---------------------------------------------------------------------------
+# Metrics as pure functions of features (or, for the spectrum, of pixels)
+
+
+def kid(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int = 100,
+        max_subset_size: int = 1000) -> float:
+    """KID: clean-fid's `kernel_distance`, with its numpy subset draws seeded.
+
+    clean-fid draws subsets with the global numpy RNG; seeding it makes KID
+    reproducible (and, with equal set sizes <= max_subset_size, every subset is
+    the whole set, so the estimator is deterministic whatever the seed).
+    """
+    from cleanfid.fid import kernel_distance
+
+    state = np.random.get_state()
+    np.random.seed(subset_seed)
+    try:
+        return float(kernel_distance(f1, f2, num_subsets=num_subsets, max_subset_size=max_subset_size))
+    finally:
+        np.random.set_state(state)
+
+
+def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean radially averaged power spectrum of NHWC uint8 images (luminance, mean removed).
+
+    Returns (frequency in cycles/pixel, power) for radial bins k/H, k = 1 .. H/2
+    (each frequency rounded to the nearest bin; DC is left out), so two sets at
+    the same resolution share their bins.
+    """
+    x = np.asarray(images, np.float64).mean(axis=3) / 255.0
+    n, h, w = x.shape
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fft2(x)) ** 2).mean(axis=0) / (h * w)
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    k = np.rint(np.sqrt(fx ** 2 + fy ** 2) * h).astype(int).ravel()
+    nbins = h // 2
+    keep = (k >= 1) & (k <= nbins)
+    sums = np.bincount(k[keep], weights=power.ravel()[keep], minlength=nbins + 1)[1:]
+    counts = np.bincount(k[keep], minlength=nbins + 1)[1:]
+    return np.arange(1, nbins + 1) / h, sums / counts
+
+
+def log_spectral_distance(images_a: np.ndarray, images_b: np.ndarray) -> float:
+    """RMS difference in dB between the radial power spectra of two image sets."""
+    if images_a.shape[1:] != images_b.shape[1:]:
+        raise BenchError(f"spectral distance needs equal image sizes, got {images_a.shape[1:3]} "
+                         f"and {images_b.shape[1:3]}; compare sets at the same resolution")
+    _, pa = radial_power_spectrum(images_a)
+    _, pb = radial_power_spectrum(images_b)
+    eps = 1e-12
+    return float(np.sqrt(np.mean((10 * np.log10((pa + eps) / (pb + eps))) ** 2)))
+
+
+def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -> np.ndarray:
+    """`per_image` square crops of `size` px per image, at native resolution.
+
+    Crop positions of image i come from a generator keyed by (seed, i), so real
+    and generated sets go through the very same transform.
+    """
+    n, h, w, _ = images.shape
+    if size > min(h, w):
+        raise BenchError(f"patch size {size} is larger than the {h}x{w} images; "
+                         f"lower metrics.patch_size or drop patch metrics at this resolution")
+    out = np.empty((n * per_image, size, size, images.shape[3]), np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        ys = rng.integers(0, h - size + 1, per_image)
+        xs = rng.integers(0, w - size + 1, per_image)
+        for k, (y, x) in enumerate(zip(ys, xs)):
+            out[i * per_image + k] = images[i, y:y + size, x:x + size]
+    return out
+
+
+def content_key(images: np.ndarray, *salt: str) -> str:
+    """sha256 of the pixels, their shape and what will be computed from them."""
+    h = hashlib.sha256()
+    for s in salt:
+        h.update(s.encode())
+        h.update(b"\0")
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Inception features on disk, keyed by image content and extractor identity.
+
+    One feature pass per image set: any stage, run or suite that asks for the
+    features of the same pixels through the same extractor gets the stored
+    array. `computed` / `reused` count what happened, for the run log.
+    """
+
+    def __init__(self, root: Path, extractor: "FeatureExtractor"):
+        self.root = Path(root)
+        self.extractor = extractor
+        self.computed: dict[str, int] = {}
+        self.reused: dict[str, int] = {}
+        self._memo: dict[str, np.ndarray] = {}
+
+    def features(self, images: np.ndarray, kind: str, desc: str, *salt: str) -> np.ndarray:
+        key = content_key(images, self.extractor.identity, *salt)
+        if key in self._memo:  # asked again within this process: not a new reuse
+            return self._memo[key]
+        self._memo[key] = self._load_or_compute(key, images, kind, desc)
+        return self._memo[key]
+
+    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+        path = self.root / key[:2] / f"{key}.npy"
+        if path.is_file():
+            try:
+                feats = np.load(path)
+                if feats.shape == (len(images), FEATURE_DIM):
+                    self.reused[kind] = self.reused.get(kind, 0) + 1
+                    return feats
+            except (OSError, ValueError):
+                pass  # unreadable cache entry: recompute and overwrite it
+        feats = self.extractor.array_features(images, desc=desc)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+        self.computed[kind] = self.computed.get(kind, 0) + 1
+        return feats
+
+
+METRIC_NAMES = ("fid", "kid", "pr", "patch-fid", "patch-kid", "spectral")
+FEATURE_ONLY = {"fid", "kid", "pr"}
+
+
+def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(images, features) of a folder/zip (images) or .npz ('images' and/or 'features')."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise BenchError(f"{path} does not exist; give a folder, .zip or .npz")
+        try:
+            with np.load(path) as z:
+                images = z["images"] if "images" in z.files else None
+                feats = z["features"] if "features" in z.files else None
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"{path} is not a readable .npz ({type(exc).__name__}); re-create it") from None
+        if images is None and feats is None:
+            raise BenchError(f"{path} holds neither 'images' (NHWC uint8) nor 'features' (Nx2048)")
+        if feats is not None and (feats.ndim != 2 or feats.shape[1] != FEATURE_DIM):
+            raise BenchError(f"{path}: 'features' has shape {feats.shape}, expected (N, {FEATURE_DIM})")
+        return images, feats
+    s = ImageSet(path)
+    imgs = [s.read(i) for i in range(len(s))]
+    if len({im.shape for im in imgs}) == 1:
+        return np.stack(imgs), None
+    return np.array(imgs, dtype=object), None
+
+
+def compare_sets(a, b, names: Sequence[str], device: str = "auto", batch_size: int = 32,
+                 inception_path: str | None = None, patch_size: int = 32, patches_per_image: int = 4,
+                 kid_subset_seed: int = 0) -> dict:
+    """The `bench metrics` computation: A is the generated set, B the reference."""
+    from bench.io import cache_dir, pick_device
+
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown or not names:
+        raise BenchError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(METRIC_NAMES)}")
+    (ia, fa), (ib, fb) = load_set(a), load_set(b)
+    for label, imgs in (("A", ia), ("B", ib)):
+        if imgs is None and set(names) - FEATURE_ONLY:
+            raise BenchError(f"set {label} has features only; {', '.join(sorted(set(names) - FEATURE_ONLY))} "
+                             "need images (give a folder, zip or .npz with 'images')")
+        if imgs is not None and imgs.dtype == object and set(names) - FEATURE_ONLY:
+            raise BenchError(f"set {label} mixes image sizes; patch and spectral metrics need one size")
+    cache = None
+    if fa is None or fb is None or {"patch-fid", "patch-kid"} & set(names):
+        cache = FeatureCache(cache_dir() / "features",
+                             FeatureExtractor(pick_device(device), batch_size, inception_path))
+
+    def feats(imgs, f, label):
+        if f is not None:
+            return f
+        if imgs.dtype == object:  # mixed sizes: no content key over one array; compute directly
+            return cache.extractor.features(iter(imgs), total=len(imgs), desc=f"features {label}")
+        return cache.features(imgs, label, f"features {label}")
+
+    out: dict = {"n_a": int(len(fa) if fa is not None else len(ia)),
+                 "n_b": int(len(fb) if fb is not None else len(ib)), "mode": "clean"}
+    if FEATURE_ONLY & set(names):
+        f1, f2 = feats(ia, fa, "A"), feats(ib, fb, "B")
+        if "fid" in names:
+            out["fid"] = frechet_distance(f1, f2)
+        if "kid" in names:
+            out["kid"] = kid(f1, f2, kid_subset_seed)
+            out["kid_subset_seed"] = kid_subset_seed
+        if "pr" in names:
+            from bench.fidelity import precision_recall
+
+            out.update(precision_recall(f2, f1))
+    if "spectral" in names:
+        out["spectral_lsd"] = log_spectral_distance(ia, ib)
+    if {"patch-fid", "patch-kid"} & set(names):
+        salt = f"patches:{patch_size}x{patches_per_image}"
+        pa = cache.features(random_crops(ia, patch_size, patches_per_image), "A", "patches A", salt)
+        pb = cache.features(random_crops(ib, patch_size, patches_per_image), "B", "patches B", salt)
+        if "patch-fid" in names:
+            out["patch_fid"] = frechet_distance(pa, pb)
+        if "patch-kid" in names:
+            out["patch_kid"] = kid(pa, pb, kid_subset_seed)
+    return out

@@ -10,7 +10,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
+# no source-path column and no wrapping: log lines stay greppable in CI logs
+console = Console(stderr=True, highlight=False, log_path=False, soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

@@ -31,7 +31,8 @@ from bench.progress import console, progress
 from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter
 from models.training import TrainSettings
 
-METRIC_COLUMNS = ["model", "adapter", "train_resolutions", "sample_resolution", "n", "fid",
+METRIC_COLUMNS = ["model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n", "n_ref",
+                  "fid", "kid", "precision", "recall", "patch_fid", "patch_kid", "spectral_lsd",
                   "fid_mode", "seconds", "feature_seconds"]
 
 
@@ -149,8 +150,8 @@ class Runner:
     def __init__(self, plan: Plan, run_dir: Path):
         self.plan, self.cfg, self.dir = plan, plan.cfg, run_dir
         self.rank, self.world = rank_info()
-        self._extractor = None
-        self.timings: dict[tuple[str, int], float] = {}
+        self._cache = None
+        self.timings: dict[tuple[str, int, int], float] = {}
 
     # ---------------------------------------------------------------- train
     def train(self, m: ModelConfig) -> None:
@@ -200,40 +201,43 @@ class Runner:
             checkpoint.save(final, tensors, meta)
 
     # --------------------------------------------------------------- sample
-    def _sample_path(self, name: str, res: int) -> Path:
-        return self.dir / "samples" / name / f"r{res:03d}.npz"
+    def _sample_path(self, name: str, res: int, seed_set: int) -> Path:
+        return self.dir / "samples" / name / f"r{res:03d}_s{seed_set}.npz"
 
-    def samples(self, name: str, res: int) -> np.ndarray:
-        """Samples of model `name` at `res` (seeds 0..n-1), generated once and stored."""
-        path = self._sample_path(name, res)
+    def samples(self, name: str, res: int, seed_set: int = 0) -> np.ndarray:
+        """Samples of `name` at `res` for one seed set (seeds s*n .. (s+1)*n-1), made once."""
+        path = self._sample_path(name, res, seed_set)
         if path.is_file():
             with np.load(path) as z:
+                self.timings[(name, res, seed_set)] = float(z["seconds"])
                 return z["images"]
         m = self.plan.cfg_model(name)
-        n, seed, bs = self.cfg.sample.n, 0, self.cfg.sample.batch_size
+        n, bs = self.cfg.sample.n, self.cfg.sample.batch_size
+        seed = seed_set * n
         start = time.perf_counter()
         if m.adapter == "bilinear":
-            adapter = BilinearAdapter(self._source(m), m.base_resolution, m.source)
+            adapter = BilinearAdapter(self._source(m, seed_set), m.base_resolution, m.source)
             images = adapter.sample(n, res, seed, bs)
         else:
             adapter = self.plan.adapters[name]
             images = np.empty((n, res, res, 3), np.uint8)
             with progress() as p:
-                task = p.add_task(f"sample {name} @{res}", total=n, unit="img")
+                task = p.add_task(f"sample {name} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
                 for lo in range(0, n, bs):
                     k = min(bs, n - lo)
                     images[lo:lo + k] = adapter.sample(k, res, seed + lo, k)
                     p.advance(task, k)
-        self.timings[(name, res)] = time.perf_counter() - start
+        self.timings[(name, res, seed_set)] = time.perf_counter() - start
         if self.rank == 0:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, images=images, seeds=np.arange(seed, seed + n),
-                             seconds=self.timings[(name, res)])
-            self._preview(name, res, images)
+                             seconds=self.timings[(name, res, seed_set)])
+            if seed_set == self.cfg.sample.seeds[0]:
+                self._preview(name, res, images)
         return images
 
-    def _source(self, m: ModelConfig):
+    def _source(self, m: ModelConfig, seed_set: int):
         if m.source == "data":
             # real images that are not in the FID reference set (indices 0..n-1),
             # or the baseline would score ~0 at its own base resolution
@@ -243,7 +247,7 @@ class Runner:
                 idx = [(offset + seed + j) % len(self.plan.dataset) for j in range(n)]
                 return self.plan.dataset.images(idx, res)
             return real
-        return lambda n, res, seed: self.samples(m.source, res)[:n]
+        return lambda n, res, seed: self.samples(m.source, res, seed_set)[:n]
 
     def _preview(self, name: str, res: int, images: np.ndarray) -> None:
         from PIL import Image
@@ -255,52 +259,77 @@ class Runner:
             Image.fromarray(grid).save(tmp, format="PNG")
 
     # -------------------------------------------------------------- metrics
-    def extractor(self):
-        if self._extractor is None:
-            from bench.metrics import FeatureExtractor
+    def cache(self):
+        if self._cache is None:
+            from bench.io import cache_dir
+            from bench.metrics import FeatureCache, FeatureExtractor
 
             mc = self.cfg.metrics
-            self._extractor = FeatureExtractor(self.plan.device, mc.batch_size, mc.inception_path, mc.fid_mode)
-        return self._extractor
-
-    def features(self, key: str, images_fn) -> tuple[np.ndarray, float]:
-        path = self.dir / "features" / f"{key}.npy"
-        if path.is_file():
-            return np.load(path), 0.0
-        start = time.perf_counter()
-        feats = self.extractor().array_features(images_fn(), desc=f"features {key}")
-        if self.rank == 0:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-        return feats, time.perf_counter() - start
+            extractor = FeatureExtractor(self.plan.device, mc.batch_size, mc.inception_path, mc.fid_mode)
+            self._cache = FeatureCache(cache_dir() / "features", extractor)
+        return self._cache
 
     def reference_images(self, res: int) -> np.ndarray:
         n = min(self.cfg.sample.n, len(self.plan.dataset))
         return self.plan.dataset.images(list(range(n)), res)
 
-    def evaluate(self) -> list[dict]:
-        from bench.metrics import frechet_distance
+    def _scores(self, real: np.ndarray, fake: np.ndarray, res: int, label: str) -> dict:
+        """Every requested metric of one generated set against the reference set."""
+        from bench import metrics as M
 
+        mc, cache = self.cfg.metrics, self.cache()
+        wanted = set(mc.metrics)
+        f_real = cache.features(real, "reference", f"features reference@{res}")
+        t0 = time.perf_counter()
+        f_fake = cache.features(fake, "generated", f"features {label}")
+        out = {"fid": M.frechet_distance(f_fake, f_real)}
+        if "kid" in wanted:
+            out["kid"] = M.kid(f_fake, f_real, mc.kid_subset_seed)
+        if "pr" in wanted:
+            from bench.fidelity import precision_recall
+
+            out.update(precision_recall(f_real, f_fake, k=mc.pr_k))
+        if "spectral" in wanted:
+            out["spectral_lsd"] = M.log_spectral_distance(fake, real)
+        if wanted & {"patch-fid", "patch-kid"} and res >= mc.patch_size:
+            salt = f"patches:{mc.patch_size}x{mc.patches_per_image}"
+            crops = lambda x: M.random_crops(x, mc.patch_size, mc.patches_per_image, seed=0)
+            p_real = cache.features(crops(real), "reference", f"patches reference@{res}", salt)
+            p_fake = cache.features(crops(fake), "generated", f"patches {label}", salt)
+            if "patch-fid" in wanted:
+                out["patch_fid"] = M.frechet_distance(p_fake, p_real)
+            if "patch-kid" in wanted:
+                out["patch_kid"] = M.kid(p_fake, p_real, mc.kid_subset_seed)
+        out["feature_seconds"] = time.perf_counter() - t0
+        return out
+
+    def evaluate(self) -> list[dict]:
         rows = []
         for res in self.cfg.sample.resolutions:
-            ref, _ = self.features(f"reference_r{res:03d}", lambda: self.reference_images(res))
+            real = self.reference_images(res)
             for m in self.cfg.models:
-                imgs = self.samples(m.name, res)
-                feats, fsec = self.features(f"{m.name}_r{res:03d}", lambda: imgs)
-                with np.load(self._sample_path(m.name, res)) as z:
-                    seconds = float(z["seconds"])
-                rows.append({
-                    "model": m.name, "adapter": m.adapter,
-                    "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
-                    "sample_resolution": res, "n": len(imgs),
-                    "fid": round(frechet_distance(feats, ref), 6), "fid_mode": self.cfg.metrics.fid_mode,
-                    "seconds": round(seconds, 3), "feature_seconds": round(fsec, 3),
-                })
+                for s in self.cfg.sample.seeds:
+                    fake = self.samples(m.name, res, s)
+                    scores = self._scores(real, fake, res, f"{m.name}@{res} s{s}")
+                    row = {"model": m.name, "adapter": m.adapter,
+                           "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
+                           "sample_resolution": res, "seed_set": s, "n": len(fake), "n_ref": len(real),
+                           "fid_mode": self.cfg.metrics.fid_mode,
+                           "seconds": self.timings.get((m.name, res, s), float("nan"))}
+                    row.update(scores)
+                    rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+        cache = self.cache()
+        ex = cache.extractor
+        if ex.images_done:
+            console.log(f"Inception features: {ex.images_done} images at {ex.images_per_second:.1f} img/s")
+        console.log(f"reference feature sets: {cache.computed.get('reference', 0)} computed, "
+                    f"{cache.reused.get('reference', 0)} reused from cache; generated: "
+                    f"{cache.computed.get('generated', 0)} computed, {cache.reused.get('generated', 0)} reused")
         if self.rank == 0:
+            cols = [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
             with atomic_path(self.dir / "metrics.csv") as tmp:
                 with open(tmp, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                    w = csv.DictWriter(f, fieldnames=cols)
                     w.writeheader()
                     w.writerows(rows)
         return rows

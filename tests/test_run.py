@@ -11,14 +11,39 @@ SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
 TIMING = ["seconds", "feature_seconds"]
 
 
+LOGS: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
+    """The smoke suite twice, with a fresh project cache so the feature cache starts empty."""
+    import contextlib
+    import io
+    import os
+
     from bench.cli import main
 
     results = tmp_path_factory.mktemp("results")
-    for run_id in ("first", "second"):
-        assert main(["run", str(SMOKE), "--results", str(results), "--run-id", run_id]) == 0
+    old = os.environ.get("DFU_BENCH_CACHE")
+    os.environ["DFU_BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        for run_id in ("first", "second"):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                assert main(["run", str(SMOKE), "--results", str(results), "--run-id", run_id]) == 0
+            LOGS[run_id] = err.getvalue()
+    finally:
+        if old is None:
+            os.environ.pop("DFU_BENCH_CACHE")
+        else:
+            os.environ["DFU_BENCH_CACHE"] = old
     return results / "smoke"
+
+
+def test_second_run_computes_no_reference_features(smoke_runs):
+    assert "reference feature sets: 3 computed, 0 reused" in " ".join(LOGS["first"].split())
+    assert "reference feature sets: 0 computed, 3 reused" in " ".join(LOGS["second"].split())
+    assert "img/s" in LOGS["first"]
 
 
 def test_run_writes_every_output(smoke_runs):
@@ -31,8 +56,9 @@ def test_run_writes_every_output(smoke_runs):
         assert (d / "checkpoints" / model / "model.safetensors").is_file()
         assert (d / "checkpoints" / model / "model.json").is_file()
     df = pd.read_csv(d / "metrics.csv")
-    assert list(df.columns[:6]) == ["model", "adapter", "train_resolutions", "sample_resolution", "n", "fid"]
-    assert len(df) == 3 * 3 and (df["fid"] > 0).all()
+    assert list(df.columns[:6]) == ["model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n"]
+    assert len(df) == 3 * 3 and (df["fid"] > 0).all() and df["kid"].notna().all()
+    assert df["spectral_lsd"].notna().all()
     assert set(df["sample_resolution"]) == {16, 24, 32}
     assert not list(d.rglob("*.tmp")), "temporary files left behind"
 
