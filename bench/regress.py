@@ -1,0 +1,137 @@
+"""`bench regress`: a CI guard on sample quality (FID/KID) and normalised throughput.
+
+It runs a deterministic suite (`suites/ci.yaml`) and the throughput kernels of
+`bench.perf`, then compares both with a committed baseline under the
+tolerances below. Exit 0: nothing regressed; exit 1: something did (the table
+says what); exit 2: bad input (missing baseline, bad suite).
+
+Tolerances (see results/baselines/README.md for the measured spread behind them):
+* FID: worse by more than FID_REL (relative) -> regression. The CI suite is
+  deterministic on one machine and software stack (spread 0 over repeated
+  runs); the margin absorbs float differences between BLAS builds and CPUs.
+* KID: worse by more than KID_ABS + KID_REL * |baseline|.
+* Throughput: a kernel's time / calibration-GEMM time grows by more than
+  THROUGHPUT_REL -> regression.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+from bench.errors import BenchError
+from bench.io import write_json
+from bench.progress import console
+
+FID_REL = 0.10
+KID_ABS = 0.005
+KID_REL = 0.10
+THROUGHPUT_REL = 0.50
+
+TOLERANCES = {"fid_rel": FID_REL, "kid_abs": KID_ABS, "kid_rel": KID_REL, "throughput_rel": THROUGHPUT_REL}
+
+
+def quality_from_rows(rows: list[dict]) -> dict:
+    out = {}
+    for r in rows:
+        key = f"{r['model']}@{int(r['sample_resolution'])}"
+        out[key] = {"fid": float(r["fid"]), "kid": float(r["kid"]) if r.get("kid") is not None else None}
+    return out
+
+
+def compare(baseline: dict, quality: dict, throughput: dict, tolerances: Optional[dict] = None) -> list[dict]:
+    """One row per compared number: what it was, what it is, the limit, and the verdict."""
+    tol = {**TOLERANCES, **(tolerances or baseline.get("tolerances", {}))}
+    rows = []
+    for key, base in baseline.get("quality", {}).items():
+        now = quality.get(key)
+        if now is None:
+            rows.append({"what": f"{key} fid", "baseline": base["fid"], "now": None, "limit": None,
+                         "status": "REGRESSION (not measured)"})
+            continue
+        limit = base["fid"] * (1 + tol["fid_rel"])
+        rows.append({"what": f"{key} fid", "baseline": base["fid"], "now": now["fid"], "limit": limit,
+                     "status": "REGRESSION" if now["fid"] > limit else "ok"})
+        if base.get("kid") is not None and now.get("kid") is not None:
+            limit = base["kid"] + tol["kid_abs"] + tol["kid_rel"] * abs(base["kid"])
+            rows.append({"what": f"{key} kid", "baseline": base["kid"], "now": now["kid"], "limit": limit,
+                         "status": "REGRESSION" if now["kid"] > limit else "ok"})
+    for name, base in baseline.get("throughput", {}).get("kernels", {}).items():
+        now = throughput.get("kernels", {}).get(name)
+        if now is None:
+            rows.append({"what": f"{name} time/gemm", "baseline": base["ratio"], "now": None, "limit": None,
+                         "status": "REGRESSION (not measured)"})
+            continue
+        limit = base["ratio"] * (1 + tol["throughput_rel"])
+        status = "REGRESSION" if now["ratio"] > limit else (
+            "faster" if now["ratio"] < base["ratio"] / (1 + tol["throughput_rel"]) else "ok")
+        rows.append({"what": f"{name} time/gemm", "baseline": base["ratio"], "now": now["ratio"],
+                     "limit": limit, "status": status})
+    return rows
+
+
+def print_comparison(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="bench regress: baseline vs now")
+    for c in ("what", "baseline", "now", "change", "limit", "status"):
+        table.add_column(c, justify="left" if c in ("what", "status") else "right")
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.4g}"
+
+    for r in rows:
+        change = "-" if r["now"] is None or not r["baseline"] else f"{(r['now'] / r['baseline'] - 1) * 100:+.1f}%"
+        style = "bold red" if r["status"].startswith("REGRESSION") else None
+        table.add_row(r["what"], fmt(r["baseline"]), fmt(r["now"]), change, fmt(r["limit"]), r["status"],
+                      style=style)
+    console.print(table)
+
+
+def load_baseline(path: Path) -> dict:
+    if not path.is_file():
+        raise BenchError(f"baseline {path} does not exist; create it with `bench regress --baseline {path} --update`")
+    try:
+        data = json.loads(path.read_text())
+        data["quality"], data["throughput"]["kernels"]
+    except (ValueError, KeyError, TypeError):
+        raise BenchError(f"baseline {path} is not a dfu-bench baseline (quality, throughput); "
+                         f"regenerate it with --update") from None
+    return data
+
+
+def regress(baseline: Path, suite: Path, results: Path, update: bool = False, skip_quality: bool = False,
+            skip_throughput: bool = False, repeats: int = 7) -> int:
+    from bench import perf
+    from bench.config import load_suite
+    from bench.run import environment, run_suite
+
+    base = None if update else load_baseline(baseline)
+    cfg = load_suite(suite)
+    quality = {}
+    if not skip_quality:
+        run_id = "regress-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = run_suite(cfg, results=results, run_id=run_id)
+        import pandas as pd
+
+        quality = quality_from_rows(pd.read_csv(run_dir / "metrics.csv").to_dict("records"))
+    throughput = {"kernels": {}} if skip_throughput else perf.measure(repeats=repeats)
+    if update:
+        from bench.io import pick_device
+
+        write_json(baseline, {"suite": str(suite), "tolerances": TOLERANCES,
+                              "environment": environment(pick_device(cfg.device)),
+                              "quality": quality, "throughput": throughput})
+        console.log(f"baseline written to {baseline}")
+        return 0
+    if skip_quality:
+        base = {**base, "quality": {}}
+    if skip_throughput:
+        base = {**base, "throughput": {"kernels": {}}}
+    rows = compare(base, quality, throughput)
+    print_comparison(rows)
+    bad = [r for r in rows if r["status"].startswith("REGRESSION")]
+    console.log(f"{len(bad)} regression(s) in {len(rows)} comparisons" if bad else
+                f"no regression in {len(rows)} comparisons")
+    return 1 if bad else 0
