@@ -3,10 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bench.cli import main
 from bench.datasets import ToyFaces
+
+
+@pytest.fixture
+def one_thread():
+    """Run single-threaded: on a shared 2-core machine OpenMP threads fighting other
+    processes made the layer/network tests ~15x slower (5 s -> 80 s)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

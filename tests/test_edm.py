@@ -11,14 +11,7 @@ from models.edm import EDMPrecond, edm_loss, edm_sigma_steps, heun_sample
 from models.networks import DualUNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: on a shared 2-core machine OpenMP threads fighting other
-    processes made these tests ~15x slower (5 s -> 80 s)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(nn.Module):
