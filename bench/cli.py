@@ -105,6 +105,53 @@ def regress(baseline: Path = typer.Option(Path("results/baselines/ci.json"), hel
         raise typer.Exit(code)
 
 
+@app.command("model-card")
+def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (bench list) or a YAML/JSON file of ArchConfig fields"),
+                   resolutions: str = typer.Option("32,64,96,128,160", help="comma list of square resolutions"),
+                   mode: Optional[str] = typer.Option(None, help="override: spatial (UNet), spectral, dual (DFU)"),
+                   memory_resolution: Optional[int] = typer.Option(None, help="also measure one training step here"),
+                   memory_batch: int = typer.Option(8, min=1),
+                   device: str = typer.Option("auto"),
+                   as_json: bool = typer.Option(False, "--json")):
+    """Parameters (spectral/spatial), FLOPs per forward by resolution, optional training-step memory."""
+    import yaml
+
+    from bench.io import pick_device
+    from bench.modelcard import model_card, train_step_peak_memory
+    from models.networks import ARCHS, ArchConfig, get_arch
+
+    try:
+        res = [int(r) for r in resolutions.split(",") if r.strip()]
+    except ValueError:
+        raise BenchError(f"--resolutions {resolutions!r} is not a comma list of integers, e.g. 32,64,96") from None
+    if arch in ARCHS:
+        cfg = get_arch(arch)
+    elif Path(arch).is_file():
+        try:
+            cfg = ArchConfig.from_dict(yaml.safe_load(Path(arch).read_text()))
+        except (ValueError, TypeError, yaml.YAMLError) as exc:
+            raise BenchError(f"{arch}: not a valid architecture file ({str(exc).splitlines()[0]})") from None
+    else:
+        raise BenchError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)} or a YAML/JSON file")
+    if mode:
+        cfg = cfg.replace(mode=mode)
+    memory = None
+    if memory_resolution:
+        memory = train_step_peak_memory(cfg, memory_resolution, memory_batch, pick_device(device))
+    card = model_card(cfg, res, memory)
+    card["arch"] = arch
+    if as_json:
+        typer.echo(json.dumps(card))
+        return
+    typer.echo(f"{arch} ({cfg.mode}): {card['params_total']:,} parameters "
+               f"({card['params_spectral']:,} spectral, {card['params_spatial']:,} spatial)")
+    for r, f in card["flops_per_forward"].items():
+        typer.echo(f"  {r:>4} px: " + ("not runnable" if f is None else f"{f / 1e9:,.2f} GFLOPs per forward"))
+    if memory:
+        typer.echo(f"  training step at {memory['resolution']} px x {memory['batch']}: "
+                   f"{memory['peak_bytes'] / 2**20:,.0f} MiB ({memory['method']})")
+
+
 @app.command("list")
 def list_registered():
     """Registered model adapters, datasets and named architectures."""

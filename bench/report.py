@@ -174,6 +174,29 @@ def markdown_table(cfg: SuiteConfig, df: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def model_card_table(run_dir: Path) -> str:
+    """Markdown table of the trained models' cards (parameters, GFLOPs, memory), if any."""
+    import json
+
+    cards = {p.parent.name: json.loads(p.read_text())
+             for p in sorted((run_dir / "checkpoints").glob("*/model_card.json"))}
+    if not cards:
+        return ""
+    grid = list(next(iter(cards.values()))["flops_per_forward"])
+    head = ["model", "arch", "params", "spectral", "spatial", *[f"GFLOPs@{r}" for r in grid], "train-step memory"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in cards.items():
+        mem = c.get("train_step_memory")
+        mem_s = f"{mem['peak_bytes'] / 2**20:,.0f} MiB ({mem['resolution']} px x {mem['batch']})" if mem else ""
+        flops = [("" if c["flops_per_forward"].get(r) is None else f"{c['flops_per_forward'][r] / 1e9:.2f}")
+                 for r in grid]
+        lines.append("| " + " | ".join([name, f"{c['arch']} ({c['mode']})", f"{c['params_total']:,}",
+                                         f"{c['params_spectral']:,}", f"{c['params_spatial']:,}", *flops, mem_s]) + " |")
+    method = next((c["train_step_memory"]["method"] for c in cards.values() if c.get("train_step_memory")), "")
+    return ("## Model cards\n\nGFLOPs per image and denoiser evaluation (FFTs as 2.5 N log2 N); "
+            f"memory: {method}.\n\n" + "\n".join(lines) + "\n")
+
+
 def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: Optional[Path] = None) -> Path:
     """Write fig2.png, table.md and samples.png into the run dir (and copy to report_dir/<suite>/)."""
     df = pd.DataFrame(rows)
@@ -182,6 +205,9 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID")
     sample_panel(run_dir, df, run_dir / "samples.png")
     table = markdown_table(cfg, df)
+    cards = model_card_table(run_dir)
+    if cards:
+        table += "\n" + cards
     table += (f"\nRun `{run_dir.name}`: `environment.json` has versions, device and git commit; "
               "`metrics.csv` has every number per seed set.\n")
     write_text(run_dir / "table.md", table)

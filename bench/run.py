@@ -200,6 +200,19 @@ class Runner:
                         train_seconds=round(time.perf_counter() - start, 2))
             checkpoint.save(final, tensors, meta)
 
+    def model_card(self, m: ModelConfig) -> None:
+        """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory."""
+        from bench.modelcard import model_card, train_step_peak_memory
+
+        path = self.dir / "checkpoints" / m.name / "model_card.json"
+        if path.is_file() or self.rank != 0:
+            return
+        adapter = self.plan.adapters[m.name]
+        memory = train_step_peak_memory(adapter.arch, max(m.train.resolutions), m.train.batch_size, self.plan.device)
+        card = model_card(adapter.arch, self.cfg.sample.resolutions, memory)
+        card["arch"] = m.arch or "cpu-tiny"
+        write_json(path, card)
+
     # --------------------------------------------------------------- sample
     def _sample_path(self, name: str, res: int, seed_set: int) -> Path:
         return self.dir / "samples" / name / f"r{res:03d}_s{seed_set}.npz"
@@ -357,6 +370,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     for m in cfg.models:
         if m.train is not None:
             runner.train(m)
+            runner.model_card(m)
     rows = runner.evaluate()
     from bench.report import summary_table, write_report
 
