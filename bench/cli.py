@@ -114,25 +114,14 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
                    device: str = typer.Option("auto"),
                    as_json: bool = typer.Option(False, "--json")):
     """Parameters (spectral/spatial), FLOPs per forward by resolution, optional training-step memory."""
-    import yaml
-
     from bench.io import pick_device
     from bench.modelcard import model_card, train_step_peak_memory
-    from models.networks import ARCHS, ArchConfig, get_arch
 
     try:
         res = [int(r) for r in resolutions.split(",") if r.strip()]
     except ValueError:
         raise BenchError(f"--resolutions {resolutions!r} is not a comma list of integers, e.g. 32,64,96") from None
-    if arch in ARCHS:
-        cfg = get_arch(arch)
-    elif Path(arch).is_file():
-        try:
-            cfg = ArchConfig.from_dict(yaml.safe_load(Path(arch).read_text()))
-        except (ValueError, TypeError, yaml.YAMLError) as exc:
-            raise BenchError(f"{arch}: not a valid architecture file ({str(exc).splitlines()[0]})") from None
-    else:
-        raise BenchError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)} or a YAML/JSON file")
+    cfg = _arch_from_arg(arch)
     if mode:
         cfg = cfg.replace(mode=mode)
     memory = None
@@ -150,6 +139,55 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
     if memory:
         typer.echo(f"  training step at {memory['resolution']} px x {memory['batch']}: "
                    f"{memory['peak_bytes'] / 2**20:,.0f} MiB ({memory['method']})")
+
+
+@app.command("import-checkpoint")
+def import_checkpoint(state: Path = typer.Argument(..., help="state_dict of the authors' EDMPrecond (keys 'model.')"),
+                      arch: str = typer.Option(..., help="named architecture or a YAML/JSON file of ArchConfig fields"),
+                      out: Path = typer.Option(..., help="output .safetensors (a .json with the architecture goes beside it)")):
+    """Convert the authors' (Dahoas/edm) EDMPrecond state_dict into a dfu-bench checkpoint."""
+    import torch
+
+    from bench import checkpoint
+    from models.convert import from_authors_state_dict
+
+    cfg = _arch_from_arg(arch)
+    if not state.is_file():
+        raise BenchError(f"{state} does not exist; give the file saved from the authors' net.state_dict()")
+    try:
+        if state.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(state))
+        else:  # weights_only: a restricted unpickler that refuses anything but tensors and containers
+            sd = torch.load(str(state), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BenchError(f"{state} is not a readable state dict ({type(exc).__name__}); save net.state_dict() "
+                         "with torch.save (a pickled network object cannot be loaded safely)") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise BenchError(f"{state} does not hold a flat state dict of tensors; save net.state_dict()")
+    try:
+        net = from_authors_state_dict(sd, cfg)
+    except ValueError as exc:
+        raise BenchError(f"{state}: {exc}; check --arch") from None
+    checkpoint.save(out, net.state_dict(), {"arch_config": cfg.to_dict(), "source": str(state)})
+    typer.echo(str(out))
+
+
+def _arch_from_arg(arch: str):
+    """A named architecture, or a YAML/JSON file of ArchConfig fields."""
+    import yaml
+
+    from models.networks import ARCHS, ArchConfig, get_arch
+
+    if arch in ARCHS:
+        return get_arch(arch)
+    if Path(arch).is_file():
+        try:
+            return ArchConfig.from_dict(yaml.safe_load(Path(arch).read_text()))
+        except (ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+            raise BenchError(f"{arch}: not a valid architecture file ({str(exc).splitlines()[0]})") from None
+    raise BenchError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)} or a YAML/JSON file")
 
 
 @app.command("list")
