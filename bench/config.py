@@ -48,6 +48,10 @@ class TrainConfig(Strict):
     ema_rampup: Optional[float] = Field(0.05, gt=0, description="half-life <= rampup * images seen")
     dropout: Optional[float] = Field(None, ge=0, lt=1)
     checkpoint_every: int = Field(200, gt=0)
+    data_warmup_kimg: float = Field(0.0, ge=0, description="first K thousand images only at <= data_warmup_max_resolution")
+    data_warmup_max_resolution: Optional[Resolution] = None
+    micro_batch: dict[int, Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict, description="per-resolution micro-batch cap (gradient accumulation)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -56,6 +60,12 @@ class TrainConfig(Strict):
                              f"{len(self.resolutions)}; give one weight per resolution")
         if len(set(self.resolutions)) != len(self.resolutions):
             raise ValueError("resolutions contains duplicates")
+        if self.data_warmup_kimg and (self.data_warmup_max_resolution is None or
+                                      self.data_warmup_max_resolution < min(self.resolutions)):
+            raise ValueError("data_warmup_kimg needs data_warmup_max_resolution >= the smallest training resolution")
+        stray = sorted(set(self.micro_batch) - set(self.resolutions))
+        if stray:
+            raise ValueError(f"micro_batch names resolutions {stray} that are not training resolutions")
         return self
 
 

@@ -168,7 +168,9 @@ class Runner:
                                  weights=tuple(t.weights) if t.weights else None,
                                  lr_warmup_steps=t.lr_warmup_steps, ema_halflife_kimg=t.ema_halflife_kimg,
                                  ema_rampup=t.ema_rampup, checkpoint_every=t.checkpoint_every,
-                                 seed=self.cfg.seed)
+                                 seed=self.cfg.seed, data_warmup_kimg=t.data_warmup_kimg,
+                                 data_warmup_max_resolution=t.data_warmup_max_resolution,
+                                 micro_batch=tuple(sorted(t.micro_batch.items())) or None)
         trainer = adapter.trainer(settings)
         state = self.dir / "checkpoints" / m.name / "train_state.safetensors"
         if checkpoint.exists(state):

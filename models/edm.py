@@ -48,21 +48,27 @@ class EDMPrecond(nn.Module):
 
 def edm_loss(denoiser: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
              class_labels: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None,
-             P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float | None = None) -> torch.Tensor:
+             P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float | None = None,
+             rnd_normal: torch.Tensor | None = None, unit_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample EDM loss, shape (B,): lambda(sigma) * ||D(y + n; sigma) - y||^2.
 
     The squared error is summed over channels and pixels, so ``loss.mean()`` equals
     EDM's ``loss.sum() / batch`` (the authors' training objective; note that it grows
     with pixel count, so a 96^2 batch weighs ~9x a 32^2 one). ``images`` are the
     (already augmented) clean images y; ``generator`` (on ``images.device``) makes sigma
-    and noise reproducible.
+    and noise reproducible. ``rnd_normal`` (B,1,1,1) and ``unit_noise`` (like images)
+    may be drawn by the caller instead, so that a batch split into micro-batches sees
+    exactly the draws of the whole batch.
     """
     sd = sigma_data if sigma_data is not None else getattr(denoiser, "sigma_data", 0.5)
     b = images.shape[0]
-    rnd_normal = torch.randn([b, 1, 1, 1], generator=generator, device=images.device)
+    if rnd_normal is None:
+        rnd_normal = torch.randn([b, 1, 1, 1], generator=generator, device=images.device)
     sigma = (rnd_normal * P_std + P_mean).exp()
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    n = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype) * sigma
+    if unit_noise is None:
+        unit_noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    n = unit_noise * sigma
     D_yn = denoiser(images + n, sigma.flatten(), class_labels=class_labels, augment_labels=augment_labels)
     return (weight * (D_yn - images) ** 2).flatten(1).sum(dim=1)
 

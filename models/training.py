@@ -32,6 +32,12 @@ class TrainSettings:
     ema_rampup: Optional[float] = 0.05
     checkpoint_every: int = 200
     seed: int = 0
+    # data warm-up: for the first `data_warmup_kimg` thousand images, draw only
+    # resolutions <= `data_warmup_max_resolution` (weights renormalised)
+    data_warmup_kimg: float = 0.0
+    data_warmup_max_resolution: Optional[int] = None
+    # per-resolution micro-batch caps: the batch is split and gradients accumulated
+    micro_batch: Optional[tuple[tuple[int, int], ...]] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +51,16 @@ def step_seed(seed: int, step: int) -> int:
 def draw_step(settings: TrainSettings, step: int) -> tuple[int, np.ndarray]:
     """The resolution and dataset indices of optimizer step `step`."""
     rng = np.random.default_rng([settings.seed, step, 1])
-    p = None
-    if settings.weights is not None:
-        p = np.asarray(settings.weights, dtype=np.float64)
+    res_all = np.asarray(settings.resolutions)
+    p = np.ones(len(res_all)) if settings.weights is None else np.asarray(settings.weights, dtype=np.float64)
+    if (settings.data_warmup_max_resolution is not None
+            and step * settings.batch_size < settings.data_warmup_kimg * 1000):
+        p = p * (res_all <= settings.data_warmup_max_resolution)
+    if settings.weights is None and p.all():
+        p = None  # the plain uniform draw (kept as is so existing runs replay exactly)
+    else:
         p = p / p.sum()
-    res = int(rng.choice(np.asarray(settings.resolutions), p=p))
+    res = int(rng.choice(res_all, p=p))
     idx = rng.integers(0, settings.dataset_size, size=settings.batch_size)
     return res, idx
 
@@ -91,8 +102,22 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net, images, gen).mean()
-        loss.backward()
+        cap = dict(s.micro_batch or ()).get(res)
+        if cap is None or cap >= len(images):
+            loss = self.loss_fn(self.net, images, gen).mean()
+            loss.backward()
+        else:
+            # gradient accumulation: draw sigma and noise for the whole batch first,
+            # so the micro-batches see exactly the draws of one full batch
+            b = len(images)
+            rnd = torch.randn([b, 1, 1, 1], generator=gen, device=images.device)
+            unit = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
+            loss = images.new_zeros(())
+            for lo in range(0, b, cap):
+                sl = slice(lo, lo + cap)
+                part = self.loss_fn(self.net, images[sl], rnd_normal=rnd[sl], unit_noise=unit[sl]).sum() / b
+                part.backward()
+                loss = loss + part.detach()
         for p in self.net.parameters():
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)

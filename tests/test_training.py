@@ -95,3 +95,27 @@ def test_bilinear_upsamples_source():
     # bilinear keeps the coarse picture: downsampling the upsampled image returns close to it
     down = torch.nn.functional.avg_pool2d(torch.from_numpy(up).permute(0, 3, 1, 2).float(), 2)
     assert (down - torch.from_numpy(src).permute(0, 3, 1, 2).float()).abs().mean() < 8
+
+
+def test_data_warmup_limits_resolutions_then_releases():
+    s = TrainSettings(resolutions=(16, 24, 32), steps=1, batch_size=10, lr=1e-3, dataset_size=10, seed=0,
+                      data_warmup_kimg=1.0, data_warmup_max_resolution=24)
+    early = {draw_step(s, k)[0] for k in range(100)}  # 100 steps x 10 images = 1 kimg
+    late = {draw_step(s, k)[0] for k in range(100, 400)}
+    assert early == {16, 24} and late == {16, 24, 32}
+
+
+@pytest.mark.parametrize("cls", [UNetAdapter, DFUAdapter])
+def test_micro_batches_accumulate_the_full_batch_gradient(cls):
+    grads = []
+    for micro in (None, ((16, 2), (24, 3))):
+        torch.manual_seed(0)
+        s = TrainSettings(resolutions=(16, 24), steps=1, batch_size=6, lr=1e-3, dataset_size=len(FACES),
+                          seed=5, micro_batch=micro)
+        t = cls("cpu-tiny").trainer(s)
+        t.train_step(batch_fn)
+        grads.append(([p.grad.clone() for p in t.net.parameters()], t.losses[0]))
+    (g_full, l_full), (g_micro, l_micro) = grads
+    assert l_micro == pytest.approx(l_full, rel=1e-5)
+    for a, b in zip(g_full, g_micro):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # summation order differs
