@@ -115,6 +115,17 @@ class PositionalEmbedding(nn.Module):
 # Spatial convolution with optional resampling.
 
 
+def resampled_size(in_size: Size, up: bool, down: bool, out_size: Size | None = None) -> Size:
+    """Size after optional resampling: floor-halve when down; 2x, or ``out_size`` (the
+    encoder's recorded size, so odd sizes come back exactly), when up."""
+    h, w = in_size
+    if down:
+        return h // 2, w // 2
+    if up:
+        return tuple(out_size) if out_size is not None else (2 * h, 2 * w)
+    return h, w
+
+
 class Conv2d(nn.Module):
     """EDM convolution: optional 2x up/downsampling by a separable FIR filter, then a
     ``kernel`` x ``kernel`` conv (``kernel=0`` means resampling only).
@@ -145,12 +156,7 @@ class Conv2d(nn.Module):
 
     def output_size(self, in_size: Size, out_size: Size | None = None) -> Size:
         """Spatial size this layer produces from ``in_size`` (``out_size`` only matters when up)."""
-        h, w = in_size
-        if self.down:
-            return h // 2, w // 2
-        if self.up:
-            return tuple(out_size) if out_size is not None else (2 * h, 2 * w)
-        return h, w
+        return resampled_size(in_size, self.up, self.down, out_size)
 
     def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
         f = self.resample_filter
@@ -288,12 +294,7 @@ class DualConv(nn.Module):
 
     def output_size(self, in_size: Size, out_size: Size | None = None) -> Size:
         """Same rule as ``Conv2d``: floor-halve when down, 2x or ``out_size`` when up."""
-        h, w = in_size
-        if self.down:
-            return h // 2, w // 2
-        if self.up:
-            return tuple(out_size) if out_size is not None else (2 * h, 2 * w)
-        return h, w
+        return resampled_size(in_size, self.up, self.down, out_size)
 
     def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
         size = self.output_size(tuple(x.shape[-2:]), out_size)
