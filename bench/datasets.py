@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
+from models.adapters import to_uint8  # noqa: F401  (one rounding rule, shared with the sampler)
 
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 512
@@ -524,11 +525,3 @@ def to_float_tensor(batch_uint8: np.ndarray) -> torch.Tensor:
     if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected an NxHxWx3 uint8 array, got {batch.dtype} {batch.shape}")
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
-
-
-def to_uint8(images_float_nchw: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Nx3xHxW floats in [-1, 1] -> NxHxWx3 uint8, rounding exactly as EDM's generate.py."""
-    x = torch.as_tensor(images_float_nchw)
-    if x.ndim != 4:
-        raise ValueError(f"expected an Nx3xHxW tensor, got shape {tuple(x.shape)}")
-    return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -38,8 +38,11 @@ def register(name: str):
     return deco
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """NCHW float in [-1, 1] -> NHWC uint8, rounding as EDM's generate.py does."""
+def to_uint8(images_float_nchw: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Nx3xHxW floats in [-1, 1] -> NxHxWx3 uint8, rounding exactly as EDM's generate.py."""
+    x = torch.as_tensor(images_float_nchw)
+    if x.ndim != 4:
+        raise ValueError(f"expected an Nx3xHxW tensor, got shape {tuple(x.shape)}")
     return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
