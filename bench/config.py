@@ -7,8 +7,9 @@ resolutions the architecture cannot run at) and the data (missing folder).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,16 +39,23 @@ class DatasetConfig(Strict):
 
 
 class TrainConfig(Strict):
-    resolutions: list[Resolution] = Field(min_length=1)
+    """One training (or fine-tuning) run. Durations and intervals are given in optimizer
+    steps or, as the authors' code does, in thousands of images (kimg); not both."""
+
+    resolutions: list[Resolution] = Field(default_factory=list,
+                                          description="required, except for a finetune model (taken from its base)")
     weights: Optional[list[Annotated[float, Field(gt=0)]]] = None
-    steps: int = Field(gt=0)
+    steps: Optional[int] = Field(None, gt=0)
+    kimg: Optional[float] = Field(None, gt=0, description="duration in thousands of images (instead of steps)")
     batch_size: int = Field(16, gt=0)
     lr: float = Field(1e-3, gt=0)
-    lr_warmup_steps: int = Field(0, ge=0)
+    lr_warmup_steps: Optional[int] = Field(None, ge=0)
+    lr_warmup_kimg: Optional[float] = Field(None, ge=0, description="linear LR warm-up, in kimg (instead of steps)")
     ema_halflife_kimg: float = Field(2.0, gt=0, description="EMA half-life in thousands of images")
     ema_rampup: Optional[float] = Field(0.05, gt=0, description="half-life <= rampup * images seen")
     dropout: Optional[float] = Field(None, ge=0, lt=1)
-    checkpoint_every: int = Field(200, gt=0)
+    checkpoint_every: Optional[int] = Field(None, gt=0)
+    checkpoint_every_kimg: Optional[float] = Field(None, gt=0, description="checkpoint interval in kimg")
     data_warmup_kimg: float = Field(0.0, ge=0, description="first K thousand images only at <= data_warmup_max_resolution")
     data_warmup_max_resolution: Optional[Resolution] = None
     micro_batch: dict[int, Annotated[int, Field(gt=0)]] = Field(
@@ -55,18 +63,66 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
+        for a, b in (("steps", "kimg"), ("lr_warmup_steps", "lr_warmup_kimg"),
+                     ("checkpoint_every", "checkpoint_every_kimg")):
+            if getattr(self, a) is not None and getattr(self, b) is not None:
+                raise ValueError(f"give {a} or {b}, not both")
+        if self.steps is None and self.kimg is None:
+            raise ValueError("give the training length as steps or kimg")
         if self.weights is not None and len(self.weights) != len(self.resolutions):
             raise ValueError(f"weights has {len(self.weights)} entries but resolutions has "
                              f"{len(self.resolutions)}; give one weight per resolution")
         if len(set(self.resolutions)) != len(self.resolutions):
             raise ValueError("resolutions contains duplicates")
-        if self.data_warmup_kimg and (self.data_warmup_max_resolution is None or
-                                      self.data_warmup_max_resolution < min(self.resolutions)):
+        if self.data_warmup_kimg and self.resolutions and (
+                self.data_warmup_max_resolution is None or self.data_warmup_max_resolution < min(self.resolutions)):
             raise ValueError("data_warmup_kimg needs data_warmup_max_resolution >= the smallest training resolution")
-        stray = sorted(set(self.micro_batch) - set(self.resolutions))
+        stray = sorted(set(self.micro_batch) - set(self.resolutions)) if self.resolutions else []
         if stray:
             raise ValueError(f"micro_batch names resolutions {stray} that are not training resolutions")
         return self
+
+    def _to_steps(self, kimg: float) -> int:
+        return max(1, math.ceil(kimg * 1000 / self.batch_size))
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps if self.steps is not None else self._to_steps(self.kimg)
+
+    @property
+    def warmup_steps(self) -> int:
+        if self.lr_warmup_kimg is not None:
+            return self._to_steps(self.lr_warmup_kimg) if self.lr_warmup_kimg > 0 else 0
+        return self.lr_warmup_steps or 0
+
+    @property
+    def checkpoint_steps(self) -> int:
+        if self.checkpoint_every_kimg is not None:
+            return self._to_steps(self.checkpoint_every_kimg)
+        return self.checkpoint_every or 200
+
+
+FreezePart = Literal["all", "norm", "spectral"]
+
+
+class FinetuneConfig(Strict):
+    """Fine-tune a model trained earlier in the same suite (the authors' recipe).
+
+    ``mixed``: the base's training resolutions plus `target_resolution`, whose images
+    are the data at `upsample_from` (default: the base's largest training resolution)
+    upsampled bilinearly -- no real high-resolution data; the target is drawn with
+    `target_weight`, the base resolutions share the rest (equally, or by `train.weights`).
+    ``spectral-only``: the same data, every weight frozen except the spectral ones.
+    ``freeze``: per UNet level (0 = finest) or ``misc`` (embedding layers), which
+    parameters to freeze: ``all``, ``norm`` (GroupNorm) or ``spectral``.
+    """
+
+    base: str
+    strategy: Literal["mixed", "spectral-only"] = "mixed"
+    target_resolution: Resolution
+    target_weight: float = Field(0.3, gt=0, lt=1)
+    upsample_from: Optional[Resolution] = None
+    freeze: dict[Union[int, Literal["misc"]], list[FreezePart]] = Field(default_factory=dict)
 
 
 class ModelConfig(Strict):
@@ -75,8 +131,21 @@ class ModelConfig(Strict):
     arch: Optional[str] = None
     arch_overrides: dict = Field(default_factory=dict)
     train: Optional[TrainConfig] = None
+    finetune: Optional[FinetuneConfig] = None
     source: Optional[str] = Field(None, description="bilinear: a model name or 'data'")
     base_resolution: Optional[Resolution] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.train is None:
+            if self.finetune is not None:
+                raise ValueError("a finetune model needs a train section (steps or kimg, lr, batch_size)")
+            return self
+        if self.finetune is None and not self.train.resolutions:
+            raise ValueError("train.resolutions is required (one or more square resolutions)")
+        if self.finetune is not None and self.train.resolutions:
+            raise ValueError("a finetune model takes its resolutions from finetune.base; remove train.resolutions")
+        return self
 
 
 class SampleConfig(Strict):

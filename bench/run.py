@@ -28,8 +28,8 @@ from bench.datasets import build_dataset, to_float_tensor
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, atomic_path, pick_device, rank_info, write_json, write_text
 from bench.progress import console, progress
-from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter
-from models.training import TrainSettings
+from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter, resize_bilinear
+from models.training import TrainSettings, frozen_parameters
 
 METRIC_COLUMNS = ["model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n", "n_ref",
                   "fid", "kid", "precision", "recall", "patch_fid", "patch_kid", "spectral_lsd",
@@ -46,6 +46,10 @@ class Plan:
     adapters: dict[str, object] = field(default_factory=dict)
 
     def train_resolutions(self, m: ModelConfig) -> list[int]:
+        """Resolutions of real data a model was trained on (a fine-tune inherits its base's;
+        its upsampled target resolution is not real data and is not listed)."""
+        if m.finetune is not None:
+            return self.train_resolutions(self.cfg_model(m.finetune.base))
         if m.train is not None:
             return list(m.train.resolutions)
         if m.adapter == "bilinear":
@@ -95,6 +99,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
             except (KeyError, ValueError, TypeError) as exc:
                 problems.append(f"{where}.arch: {str(exc).strip(chr(39))}")
                 continue
+            if m.finetune is not None:
+                problems += _finetune_problems(plan, m, i, adapter)
             for r in sorted(set(m.train.resolutions) | set(cfg.sample.resolutions)):
                 p = adapter.resolution_problem(r)
                 if p:
@@ -115,6 +121,68 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
 
     resolve(cfg.metrics.inception_path)  # fail now, not after training
     return plan
+
+
+def _finetune_problems(plan: Plan, m: ModelConfig, i: int, adapter: EDMAdapter) -> list[str]:
+    """A fine-tune must start from a trainable model listed before it with the same network."""
+    ft, where = m.finetune, f"models.{i} ({m.name}).finetune"
+    before = {b.name: b for b in plan.cfg.models[:i]}
+    base = before.get(ft.base)
+    if base is None:
+        return [f"{where}.base: {ft.base!r} is not a model listed before {m.name}"]
+    if base.train is None:
+        return [f"{where}.base: {ft.base!r} is not trained (adapter {base.adapter}); name a unet or dfu model"]
+    if ft.base not in plan.adapters:
+        return []  # the base's own problems are reported already
+    if (base.adapter, base.arch or "cpu-tiny", base.arch_overrides) != (m.adapter, m.arch or "cpu-tiny",
+                                                                        m.arch_overrides):
+        return [f"{where}.base: {ft.base!r} has another adapter or architecture; a fine-tune continues "
+                "the same network, so copy its adapter, arch and arch_overrides"]
+    problems = []
+    base_res = plan.train_resolutions(base)
+    src = ft.upsample_from or max(base_res)
+    if src not in base_res:
+        problems.append(f"{where}.upsample_from: {src} is not a training resolution of {ft.base} ({base_res})")
+    if ft.target_resolution in base_res:
+        problems.append(f"{where}.target_resolution: {ft.target_resolution} is already a training resolution "
+                        f"of {ft.base}; pick a higher one")
+    p = adapter.resolution_problem(ft.target_resolution)
+    if p:
+        problems.append(f"{where}.target_resolution: {p}")
+    t = m.train
+    if t.weights is not None and len(t.weights) != len(base_res):
+        problems.append(f"models.{i} ({m.name}).train.weights: give one weight per base resolution {base_res}")
+    stray = sorted(set(t.micro_batch) - set(base_res) - {ft.target_resolution})
+    if stray:
+        problems.append(f"models.{i} ({m.name}).train.micro_batch: {stray} are not training resolutions")
+    try:
+        frozen_parameters(adapter.net, ft.strategy, ft.freeze)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+    return problems
+
+
+def train_settings(plan: Plan, m: ModelConfig, dataset_size: int) -> TrainSettings:
+    """The TrainSettings of a model's training (or fine-tuning) run."""
+    t, ft = m.train, m.finetune
+    resolutions, weights, seed = list(t.resolutions), t.weights, plan.cfg.seed
+    upsampled, frozen = None, ()
+    if ft is not None:
+        base_res = plan.train_resolutions(plan.cfg_model(ft.base))
+        share = list(weights) if weights else [1.0] * len(base_res)
+        weights = [w / sum(share) * (1 - ft.target_weight) for w in share] + [ft.target_weight]
+        resolutions = base_res + [ft.target_resolution]
+        upsampled = ((ft.target_resolution, ft.upsample_from or max(base_res)),)
+        frozen = frozen_parameters(plan.adapters[m.name].net, ft.strategy, ft.freeze)
+        seed = zlib.crc32(f"{plan.cfg.seed}:finetune:{m.name}".encode())  # other draws than the base's
+    return TrainSettings(resolutions=tuple(resolutions), steps=t.total_steps, batch_size=t.batch_size,
+                         lr=t.lr, dataset_size=dataset_size, weights=tuple(weights) if weights else None,
+                         lr_warmup_steps=t.warmup_steps, ema_halflife_kimg=t.ema_halflife_kimg,
+                         ema_rampup=t.ema_rampup, checkpoint_every=t.checkpoint_steps, seed=seed,
+                         data_warmup_kimg=t.data_warmup_kimg,
+                         data_warmup_max_resolution=t.data_warmup_max_resolution,
+                         micro_batch=tuple(sorted(t.micro_batch.items())) or None,
+                         upsampled=upsampled, frozen=frozen)
 
 
 def environment(device: torch.device) -> dict:
@@ -162,15 +230,14 @@ class Runner:
             self.plan.adapters[m.name] = type(adapter).from_state(tensors, meta, adapter.device)
             console.log(f"{m.name}: trained model found, not retraining")
             return
-        t = m.train
-        settings = TrainSettings(resolutions=tuple(t.resolutions), steps=t.steps, batch_size=t.batch_size,
-                                 lr=t.lr, dataset_size=len(self.plan.dataset),
-                                 weights=tuple(t.weights) if t.weights else None,
-                                 lr_warmup_steps=t.lr_warmup_steps, ema_halflife_kimg=t.ema_halflife_kimg,
-                                 ema_rampup=t.ema_rampup, checkpoint_every=t.checkpoint_every,
-                                 seed=self.cfg.seed, data_warmup_kimg=t.data_warmup_kimg,
-                                 data_warmup_max_resolution=t.data_warmup_max_resolution,
-                                 micro_batch=tuple(sorted(t.micro_batch.items())) or None)
+        settings = train_settings(self.plan, m, len(self.plan.dataset))
+        if m.finetune is not None:
+            # start from the base's trained (EMA) weights, as the authors' resume does
+            base = self.plan.adapters[m.finetune.base]
+            adapter.net.load_state_dict(base.net.state_dict(), strict=True)
+            console.log(f"{m.name}: fine-tuning {m.finetune.base} ({m.finetune.strategy}; "
+                        f"{len(settings.frozen)} of {sum(1 for _ in adapter.net.parameters())} parameter "
+                        f"tensors frozen; {settings.upsampled[0][1]} px upsampled to {settings.upsampled[0][0]} px)")
         trainer = adapter.trainer(settings)
         state = self.dir / "checkpoints" / m.name / "train_state.safetensors"
         if checkpoint.exists(state):
@@ -178,8 +245,11 @@ class Runner:
             trainer.load_state_tensors(tensors, meta["step"], meta.get("losses", []))
             console.log(f"{m.name}: resuming training from step {trainer.step}")
         dataset = self.plan.dataset
+        upsampled = dict(settings.upsampled or ())
 
         def batch_fn(idx: np.ndarray, res: int) -> torch.Tensor:
+            if res in upsampled:  # mixed fine-tuning: the data at a lower resolution, upsampled
+                return to_float_tensor(resize_bilinear(dataset.images([int(i) for i in idx], upsampled[res]), res))
             return to_float_tensor(dataset.images([int(i) for i in idx], res))
 
         def save_state():
@@ -210,7 +280,8 @@ class Runner:
         if path.is_file() or self.rank != 0:
             return
         adapter = self.plan.adapters[m.name]
-        memory = train_step_peak_memory(adapter.arch, max(m.train.resolutions), m.train.batch_size, self.plan.device)
+        top = max(self.plan.train_resolutions(m) + ([m.finetune.target_resolution] if m.finetune else []))
+        memory = train_step_peak_memory(adapter.arch, top, m.train.batch_size, self.plan.device)
         card = model_card(adapter.arch, self.cfg.sample.resolutions, memory)
         card["arch"] = m.arch or "cpu-tiny"
         write_json(path, card)

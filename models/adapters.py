@@ -46,6 +46,16 @@ def to_uint8(images_float_nchw: torch.Tensor | np.ndarray) -> np.ndarray:
     return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+@torch.no_grad()
+def resize_bilinear(images: np.ndarray, resolution: int) -> np.ndarray:
+    """NxHxWx3 uint8 -> NxRxRx3 uint8, bilinear (Fig. 5's baseline and mixed fine-tuning's data)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    # antialias only matters when shrinking; upsampling is plain bilinear
+    y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                      antialias=resolution < images.shape[1])
+    return y.round().clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def latents(n: int, resolution: int, seed: int, channels: int = 3) -> torch.Tensor:
     """N(0, I) latents; sample j from its own generator seeded with seed + j."""
     out = torch.empty(n, channels, resolution, resolution)
@@ -159,14 +169,8 @@ class BilinearAdapter(Adapter):
         self.base_resolution = base_resolution
         self.source_name = source_name
 
-    @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int, batch_size: int = 32) -> np.ndarray:
-        base = self.source(n, self.base_resolution, seed)
-        x = torch.from_numpy(base).permute(0, 3, 1, 2).float()
-        # antialias only matters when shrinking; upsampling is plain bilinear as in Fig. 5
-        y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                          antialias=resolution < self.base_resolution)
-        return y.round().clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return resize_bilinear(self.source(n, self.base_resolution, seed), resolution)
 
     def describe(self) -> dict:
         return {"adapter": self.kind, "source": self.source_name, "base_resolution": self.base_resolution}

@@ -38,6 +38,10 @@ class TrainSettings:
     data_warmup_max_resolution: Optional[int] = None
     # per-resolution micro-batch caps: the batch is split and gradients accumulated
     micro_batch: Optional[tuple[tuple[int, int], ...]] = None
+    # fine-tuning: (target, source) resolutions whose batches are upsampled from the
+    # source resolution (the caller's batch function does it), and the frozen parameters
+    upsampled: Optional[tuple[tuple[int, int], ...]] = None
+    frozen: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +69,45 @@ def draw_step(settings: TrainSettings, step: int) -> tuple[int, np.ndarray]:
     return res, idx
 
 
+def parameter_level(name: str) -> Optional[int]:
+    """UNet level of a parameter (0 = finest), or None outside the encoder/decoder."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("enc", "dec"):
+            return int(parts[i + 1].split("_")[0])
+    return None
+
+
+def frozen_parameters(net: torch.nn.Module, strategy: str = "mixed",
+                      freeze: Optional[dict] = None) -> tuple[str, ...]:
+    """Names of the parameters a fine-tuning run keeps fixed.
+
+    ``spectral-only`` freezes everything but the spectral weights; ``freeze`` maps a
+    level (0 = finest) or ``"misc"`` (parameters outside the encoder/decoder: the
+    noise embedding) to the parts frozen there: ``all``, ``norm`` (GroupNorm) or
+    ``spectral`` (the FNO branch of a DualConv). Raises ValueError if nothing is left
+    to train or a level does not exist.
+    """
+    names = [n for n, _ in net.named_parameters()]
+    levels = {parameter_level(n) for n in names} - {None}
+    for key in (freeze or {}):
+        if key != "misc" and key not in levels:
+            raise ValueError(f"freeze names level {key}, but the network has levels {sorted(levels)} (and misc)")
+    if strategy == "spectral-only" and not any("spectral_conv" in n for n in names):
+        raise ValueError("spectral-only fine-tuning needs a network with spectral convolutions (adapter dfu)")
+    out = []
+    for n in names:
+        level = parameter_level(n)
+        parts = set((freeze or {}).get("misc" if level is None else level, ()))
+        if (strategy == "spectral-only" and "spectral_conv" not in n) or "all" in parts \
+                or ("norm" in parts and "norm" in n.rsplit(".", 2)[-2]) \
+                or ("spectral" in parts and "spectral_conv" in n):
+            out.append(n)
+    if len(out) == len(names):
+        raise ValueError("the freeze settings leave no parameter to train")
+    return tuple(out)
+
+
 def ema_beta(settings: TrainSettings, step: int) -> float:
     """EDM's EMA: half-life in images, optionally ramped up with images seen."""
     nimg = (step + 1) * settings.batch_size
@@ -83,7 +126,11 @@ class Trainer:
         self.settings = settings
         self.loss_fn = loss_fn
         self.device = device
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr, betas=(0.9, 0.999), eps=1e-8)
+        frozen = set(settings.frozen)
+        for n, p in self.net.named_parameters():
+            p.requires_grad_(n not in frozen)
+        trained = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trained, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8)
         self.step = 0
         self.losses: list[float] = []
 
