@@ -22,12 +22,49 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
         run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
-        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/")):
+        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/"),
+        nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
+                                                 "(one per GPU on CUDA; gloo processes on CPU)")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
+    import os
+
     from bench.config import load_suite
     from bench.run import run_suite
 
-    run_suite(load_suite(suite), results=results, run_id=run_id, report_dir=report_dir)
+    cfg = load_suite(suite)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        args = [str(suite), "--results", str(results)]
+        if report_dir is not None:
+            args += ["--report-dir", str(report_dir)]
+        raise typer.Exit(launch_torchrun(nproc, args, run_id))
+    run_suite(cfg, results=results, run_id=run_id, report_dir=report_dir)
+
+
+def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> int:
+    """`bench run ... --nproc N`: the same command under torchrun on this node.
+
+    The run id is fixed here so that the one-line message after a failure can name
+    the command that resumes it."""
+    import datetime as dt
+    import os
+    import shlex
+    import subprocess
+
+    from bench.io import PROJECT_ROOT
+
+    run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    env = dict(os.environ)
+    # split the cores between processes instead of torchrun's default of one thread each
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "bench", "run", *run_args, "--run-id", run_id]
+    code = subprocess.call(cmd, env=env)
+    if code:
+        again = shlex.join(["bench", "run", *run_args, "--run-id", run_id, "--nproc", str(nproc)])
+        print(f"error: a process of the {nproc}-process run {run_id} failed (torchrun exit code {code}; "
+              f"its log is above); resume with: {again}", file=sys.stderr)
+    return code
 
 
 @app.command()
@@ -206,8 +243,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any
     except BenchError as exc:
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+        import os
+
+        if int(os.environ.get("RANK", 0)) == 0:  # every rank finds the same problem: say it once
+            for line in str(exc).splitlines():
+                print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run with the same --run-id to resume", file=sys.stderr)

@@ -184,6 +184,18 @@ class MetricsConfig(Strict):
         return self
 
 
+class RuntimeConfig(Strict):
+    """How the stages execute (not what they compute): numeric precision and compilation.
+
+    Both are off by default (fp32, eager), as in the paper's training; bf16 autocast
+    needs a device with bf16 support, and torch.compile a working backend (inductor
+    needs a C++ compiler on CPU and compiles once per resolution)."""
+
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, aot_eager")
+
+
 class SuiteConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -193,6 +205,7 @@ class SuiteConfig(Strict):
     models: list[ModelConfig] = Field(min_length=1)
     sample: SampleConfig
     metrics: MetricsConfig = MetricsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _check(self):

@@ -22,8 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 from bench.errors import BenchError
 from bench.inception import FEATURE_DIM
-from bench.io import atomic_path
-from bench.progress import progress
+from bench.io import atomic_path, rank_info
+from bench.progress import console, progress
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 FID_MODES = ("clean",)
@@ -136,7 +136,30 @@ class FeatureExtractor:
         return np.concatenate(out)
 
     def array_features(self, arr: np.ndarray, desc: str = "features") -> np.ndarray:
-        return self.features(iter(arr), total=len(arr), desc=desc)
+        """Features of an NxHxWx3 array; under torchrun, batch k runs on rank k % world
+        and every rank gets all rows (the same batches as one process: same features)."""
+        from bench import dist
+
+        if not dist.enabled():
+            return self.features(iter(arr), total=len(arr), desc=desc)
+        rank, world = rank_info()
+        bs, n = self.batch_size, len(arr)
+        n_batches = -(-n // bs)
+        mine = dist.my_batches(n_batches, rank, world)
+        console.log(f"(rank {rank}/{world}) {desc}: batches {_ranges(mine)} of {n_batches}")
+        local = []
+        with progress() as p:
+            task = p.add_task(f"{desc} (rank {rank})", total=sum(min(bs, n - k * bs) for k in mine), unit="img")
+            for k in mine:
+                local.append(self._run(list(arr[k * bs:(k + 1) * bs])))
+                p.advance(task, len(local[-1]))
+        return dist.gather_batches(local, n_batches, [min(bs, n - k * bs) for k in range(n_batches)])
+
+
+def _ranges(ks: list[int]) -> str:
+    """[0, 2, 4] -> '0,2,4'; long lists shortened."""
+    s = ",".join(map(str, ks[:8]))
+    return s + (f",... ({len(ks)} batches)" if len(ks) > 8 else "")
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -296,19 +319,28 @@ class FeatureCache:
         return self._memo[key]
 
     def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+        from bench import dist
+
         path = self.root / key[:2] / f"{key}.npy"
+        feats = None
         if path.is_file():
             try:
                 feats = np.load(path)
-                if feats.shape == (len(images), FEATURE_DIM):
-                    self.reused[kind] = self.reused.get(kind, 0) + 1
-                    return feats
+                if feats.shape != (len(images), FEATURE_DIM):
+                    feats = None
             except (OSError, ValueError):
-                pass  # unreadable cache entry: recompute and overwrite it
+                feats = None  # unreadable cache entry: recompute and overwrite it
+        # under torchrun every rank must take the same branch (the computation is collective)
+        if dist.broadcast(feats is not None):
+            if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
+                feats = dist.broadcast(feats)
+            self.reused[kind] = self.reused.get(kind, 0) + 1
+            return feats
         feats = self.extractor.array_features(images, desc=desc)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, feats)
+        if rank_info()[0] == 0:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, feats)
         self.computed[kind] = self.computed.get(kind, 0) + 1
         return feats
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import platform
+import shutil
 import subprocess
 import time
 import zlib
@@ -95,7 +96,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                 # initial weights depend on the suite seed and the model's name only
                 torch.manual_seed(zlib.crc32(f"{cfg.seed}:{m.name}".encode()))
                 adapter = cls(m.arch or "cpu-tiny", overrides, device=plan.device,
-                              sample_steps=cfg.sample.steps)
+                              sample_steps=cfg.sample.steps, precision=cfg.runtime.precision,
+                              compile_backend=cfg.runtime.compile_backend if cfg.runtime.compile else None)
             except (KeyError, ValueError, TypeError) as exc:
                 problems.append(f"{where}.arch: {str(exc).strip(chr(39))}")
                 continue
@@ -115,6 +117,14 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
             elif m.source != "data" and m.base_resolution not in plan.train_resolutions(plan.cfg_model(m.source)):
                 problems.append(f"{where}.base_resolution: {m.base_resolution} is not a training resolution "
                                 f"of {m.source}")
+    world = rank_info()[1]
+    for i, m in enumerate(cfg.models):
+        if m.train is not None and m.train.batch_size < world:
+            problems.append(f"models.{i} ({m.name}).train.batch_size: {m.train.batch_size} is smaller than the "
+                            f"{world} processes; raise it or run fewer processes")
+    if cfg.runtime.precision == "bf16" and plan.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        problems.append(f"runtime.precision: bf16 is not supported on {torch.cuda.get_device_name(plan.device)}; "
+                        "use fp32")
     if problems:
         raise BenchError("\n".join(problems))
     from bench.inception import resolve
@@ -182,7 +192,8 @@ def train_settings(plan: Plan, m: ModelConfig, dataset_size: int) -> TrainSettin
                          data_warmup_kimg=t.data_warmup_kimg,
                          data_warmup_max_resolution=t.data_warmup_max_resolution,
                          micro_batch=tuple(sorted(t.micro_batch.items())) or None,
-                         upsampled=upsampled, frozen=frozen)
+                         upsampled=upsampled, frozen=frozen, precision=plan.cfg.runtime.precision,
+                         compile_backend=plan.cfg.runtime.compile_backend if plan.cfg.runtime.compile else None)
 
 
 def environment(device: torch.device) -> dict:
@@ -227,7 +238,7 @@ class Runner:
         final = self.dir / "checkpoints" / m.name / "model.safetensors"
         if checkpoint.exists(final):
             tensors, meta = checkpoint.load(final)
-            self.plan.adapters[m.name] = type(adapter).from_state(tensors, meta, adapter.device)
+            adapter.load_state(tensors, meta)  # keeps the suite's sampling settings
             console.log(f"{m.name}: trained model found, not retraining")
             return
         settings = train_settings(self.plan, m, len(self.plan.dataset))
@@ -291,37 +302,65 @@ class Runner:
         return self.dir / "samples" / name / f"r{res:03d}_s{seed_set}.npz"
 
     def samples(self, name: str, res: int, seed_set: int = 0) -> np.ndarray:
-        """Samples of `name` at `res` for one seed set (seeds s*n .. (s+1)*n-1), made once."""
+        """Samples of `name` at `res` for one seed set (seeds s*n .. (s+1)*n-1), made once.
+
+        Batch k (seeds s*n + k*bs ...) is made by rank k % world and saved as its own part
+        file, so an interrupted set resumes from its finished batches (with any number of
+        processes); rank 0 then merges the parts into one .npz that every rank reads.
+        """
+        from bench import dist
+
         path = self._sample_path(name, res, seed_set)
-        if path.is_file():
-            with np.load(path) as z:
-                self.timings[(name, res, seed_set)] = float(z["seconds"])
-                return z["images"]
+        dist.barrier()
+        if not path.is_file():
+            self._make_samples(name, res, seed_set, path)
+        with np.load(path) as z:
+            self.timings[(name, res, seed_set)] = float(z["seconds"])
+            return z["images"]
+
+    def _make_samples(self, name: str, res: int, seed_set: int, path: Path) -> None:
+        from bench import dist
+
         m = self.plan.cfg_model(name)
         n, bs = self.cfg.sample.n, self.cfg.sample.batch_size
         seed = seed_set * n
-        start = time.perf_counter()
+        parts = path.with_name(path.stem + ".parts")
+        n_batches = -(-n // bs)
+        mine = dist.my_batches(n_batches, self.rank, self.world)
         if m.adapter == "bilinear":
             adapter = BilinearAdapter(self._source(m, seed_set), m.base_resolution, m.source)
-            images = adapter.sample(n, res, seed, bs)
         else:
             adapter = self.plan.adapters[name]
-            images = np.empty((n, res, res, 3), np.uint8)
-            with progress() as p:
-                task = p.add_task(f"sample {name} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
-                for lo in range(0, n, bs):
-                    k = min(bs, n - lo)
-                    images[lo:lo + k] = adapter.sample(k, res, seed + lo, k)
-                    p.advance(task, k)
-        self.timings[(name, res, seed_set)] = time.perf_counter() - start
+        if self.world > 1:
+            console.log(f"(rank {self.rank}/{self.world}) sample {name}@{res}: batches "
+                        f"{','.join(map(str, mine[:8]))}{',...' if len(mine) > 8 else ''} of {n_batches}")
+        with progress() as p:
+            task = p.add_task(f"sample {name} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
+            for k in range(n_batches):
+                lo, k_n = k * bs, min(bs, n - k * bs)
+                part = parts / f"b{k:05d}.npz"
+                if k in mine and not part.is_file():
+                    t0 = time.perf_counter()
+                    images = adapter.sample(k_n, res, seed + lo, k_n)
+                    with atomic_path(part) as tmp:
+                        with open(tmp, "wb") as f:
+                            np.savez(f, images=images, seconds=time.perf_counter() - t0)
+                p.advance(task, k_n)
+        dist.barrier()
         if self.rank == 0:
+            images, seconds = [], 0.0
+            for k in range(n_batches):
+                with np.load(parts / f"b{k:05d}.npz") as z:
+                    images.append(z["images"])
+                    seconds += float(z["seconds"])  # device-seconds, summed over ranks
+            images = np.concatenate(images)
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez(f, images=images, seeds=np.arange(seed, seed + n),
-                             seconds=self.timings[(name, res, seed_set)])
+                    np.savez(f, images=images, seeds=np.arange(seed, seed + n), seconds=seconds)
+            shutil.rmtree(parts, ignore_errors=True)
             if seed_set == self.cfg.sample.seeds[0]:
                 self._preview(name, res, images)
-        return images
+        dist.barrier()
 
     def _source(self, m: ModelConfig, seed_set: int):
         if m.source == "data":
@@ -333,7 +372,10 @@ class Runner:
                 idx = [(offset + seed + j) % len(self.plan.dataset) for j in range(n)]
                 return self.plan.dataset.images(idx, res)
             return real
-        return lambda n, res, seed: self.samples(m.source, res, seed_set)[:n]
+        # another model's samples at the base resolution, sample j of the set <- seed s*n + j;
+        # fetched here, before the per-rank batch loop (fetching is collective)
+        made, first = self.samples(m.source, m.base_resolution, seed_set), seed_set * self.cfg.sample.n
+        return lambda n, res, seed: made[seed - first:seed - first + n]
 
     def _preview(self, name: str, res: int, images: np.ndarray) -> None:
         from PIL import Image
@@ -429,15 +471,22 @@ def new_run_dir(cfg: SuiteConfig, results: Path, run_id: Optional[str]) -> Path:
 def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id: Optional[str] = None,
               report_dir: Optional[Path] = None) -> Path:
     """Validate, then run every stage; returns the run directory."""
+    from bench import dist
+
     plan = plan_suite(cfg)
-    run_dir = new_run_dir(cfg, results, run_id)
+    rank, world = dist.init(plan.device)
+    # one run directory for all ranks: rank 0's clock names it
+    run_dir = new_run_dir(cfg, results, dist.broadcast(run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
     resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     config_file = run_dir / "suite.yaml"
     if config_file.is_file() and config_file.read_text() != resolved:
         raise BenchError(f"run {run_dir} was started with a different suite; use another --run-id")
-    if rank_info()[0] == 0:
+    if rank == 0:
         write_text(config_file, resolved)
         write_json(run_dir / "environment.json", environment(plan.device))
+    if world > 1:
+        console.log(f"(rank {rank}/{world}) joined ({dist.tdist.get_backend()}, device {plan.device})")
+    dist.barrier()
     console.log(f"run directory: {run_dir}  device: {plan.device}")
     runner = Runner(plan, run_dir)
     for m in cfg.models:
@@ -445,9 +494,12 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
             runner.train(m)
             runner.model_card(m)
     rows = runner.evaluate()
-    from bench.report import summary_table, write_report
+    if rank == 0:
+        from bench.report import summary_table, write_report
 
-    write_report(run_dir, cfg, rows, report_dir)
-    console.print(summary_table(cfg, rows))
-    console.log(f"results in {run_dir}")
+        write_report(run_dir, cfg, rows, report_dir)
+        console.print(summary_table(cfg, rows))
+        console.log(f"results in {run_dir}")
+    dist.barrier()
+    dist.shutdown()
     return run_dir

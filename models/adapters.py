@@ -86,7 +86,8 @@ class EDMAdapter(Adapter):
     mode = "spatial"
 
     def __init__(self, arch: str | ArchConfig = "cpu-tiny", arch_overrides: Optional[dict] = None,
-                 device: torch.device | str = "cpu", sample_steps: int = 18):
+                 device: torch.device | str = "cpu", sample_steps: int = 18, precision: str = "fp32",
+                 compile_backend: Optional[str] = None):
         overrides = dict(arch_overrides or {})
         overrides.setdefault("mode", self.mode)
         self.arch = get_arch(arch, **overrides)
@@ -96,6 +97,10 @@ class EDMAdapter(Adapter):
         self.net = EDMPrecond(DualUNet(self.arch)).to(self.device)
         self.train_resolutions: tuple[int, ...] = ()
         self.step = 0
+        # bf16 autocast and torch.compile (a wrapper, so checkpoints keep plain keys)
+        self.precision = precision
+        self.compile_backend = compile_backend
+        self._compiled: Optional[torch.nn.Module] = None
 
     def resolution_problem(self, resolution: int) -> Optional[str]:
         return resolution_problem(self.arch, resolution)
@@ -108,6 +113,14 @@ class EDMAdapter(Adapter):
         """Use the trainer's EMA weights for sampling (as EDM does)."""
         self.net = trainer.ema
         self.step = trainer.step
+        self._compiled = None
+
+    def _denoiser(self) -> torch.nn.Module:
+        if self.compile_backend is None:
+            return self.net
+        if self._compiled is None:
+            self._compiled = torch.compile(self.net, backend=self.compile_backend, dynamic=False)
+        return self._compiled
 
     @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int, batch_size: int = 32) -> np.ndarray:
@@ -119,7 +132,9 @@ class EDMAdapter(Adapter):
         for lo in range(0, n, batch_size):
             k = min(batch_size, n - lo)
             z = latents(k, resolution, seed + lo, self.arch.img_channels).to(self.device)
-            out.append(to_uint8(heun_sample(self.net, z, num_steps=self.sample_steps)))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                x = heun_sample(self._denoiser(), z, num_steps=self.sample_steps)
+            out.append(to_uint8(x))
         return np.concatenate(out)
 
     def describe(self) -> dict:
@@ -135,17 +150,22 @@ class EDMAdapter(Adapter):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         return tensors, self.describe()
 
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Trained weights from a checkpoint; sampling settings (steps, precision) stay this adapter's."""
+        self.net.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+        self.train_resolutions = tuple(meta["train_resolutions"])
+        self.step = int(meta["step"])
+        self._compiled = None
+
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict,
-                   device: torch.device | str = "cpu") -> "EDMAdapter":
+                   device: torch.device | str = "cpu", **options) -> "EDMAdapter":
         kind = meta.get("adapter")
         if kind not in ADAPTERS or not issubclass(ADAPTERS[kind], EDMAdapter):
             raise ValueError(f"checkpoint adapter {kind!r} is not a trainable adapter")
-        adapter = ADAPTERS[kind](ArchConfig.from_dict(meta["arch_config"]), device=device)
+        adapter = ADAPTERS[kind](ArchConfig.from_dict(meta["arch_config"]), device=device, **options)
         adapter.arch_name = meta["arch"]
-        adapter.net.load_state_dict({k: v.to(adapter.device) for k, v in tensors.items()}, strict=True)
-        adapter.train_resolutions = tuple(meta["train_resolutions"])
-        adapter.step = int(meta["step"])
+        adapter.load_state(tensors, meta)
         return adapter
 
 

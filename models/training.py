@@ -8,6 +8,7 @@ was never interrupted; no RNG state needs saving.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass
@@ -42,6 +43,8 @@ class TrainSettings:
     # source resolution (the caller's batch function does it), and the frozen parameters
     upsampled: Optional[tuple[tuple[int, int], ...]] = None
     frozen: tuple[str, ...] = ()
+    precision: str = "fp32"  # or "bf16": autocast of the forward pass (weights, Adam and EMA stay fp32)
+    compile_backend: Optional[str] = None  # torch.compile the training forward with this backend
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +134,20 @@ class Trainer:
             p.requires_grad_(n not in frozen)
         trained = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(trained, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8)
+        # data parallel when a process group is up (torchrun): the module every forward
+        # goes through is the DDP wrapper; self.net stays the plain network
+        dist = torch.distributed
+        self.rank, self.world = ((dist.get_rank(), dist.get_world_size())
+                                 if dist.is_available() and dist.is_initialized() else (0, 1))
+        self.model = self.net
+        self._ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = self._ddp = DistributedDataParallel(
+                self.net, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
+        if settings.compile_backend:
+            self.model = torch.compile(self.model, backend=settings.compile_backend, dynamic=False)
         self.step = 0
         self.losses: list[float] = []
 
@@ -138,10 +155,17 @@ class Trainer:
         warm = self.settings.lr_warmup_steps
         return self.settings.lr * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
+
     def train_step(self, batch_fn: BatchFn) -> float:
+        """One optimizer step on the step's global batch; under torch.distributed each rank
+        takes a contiguous slice of it and DDP averages the gradients."""
         s = self.settings
         res, idx = draw_step(s, self.step)
-        images = batch_fn(idx, res).to(self.device)
+        b = len(idx)
+        lo, hi = b * self.rank // self.world, b * (self.rank + 1) // self.world
+        images = batch_fn(idx[lo:hi], res).to(self.device)
         torch.manual_seed(step_seed(s.seed, self.step))  # dropout
         # sigma and noise: drawn on the training device (a CUDA run differs from a CPU
         # run, but each is reproducible and independent of the process count)
@@ -150,21 +174,32 @@ class Trainer:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
         cap = dict(s.micro_batch or ()).get(res)
-        if cap is None or cap >= len(images):
-            loss = self.loss_fn(self.net, images, gen).mean()
+        if self.world == 1 and (cap is None or cap >= b):
+            with self._autocast():
+                loss = self.loss_fn(self.model, images, gen).mean()
             loss.backward()
         else:
-            # gradient accumulation: draw sigma and noise for the whole batch first,
-            # so the micro-batches see exactly the draws of one full batch
-            b = len(images)
-            rnd = torch.randn([b, 1, 1, 1], generator=gen, device=images.device)
-            unit = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
+            # draw sigma and noise for the whole global batch first, so that micro-batches
+            # and ranks see exactly the draws of one full batch; each part's loss is scaled
+            # so that the gradients, summed over parts and averaged over ranks by DDP, are
+            # those of the global batch mean
+            rnd = torch.randn([b, 1, 1, 1], generator=gen, device=self.device)
+            unit = torch.randn((b, *images.shape[1:]), generator=gen, device=self.device, dtype=images.dtype)
+            rnd, unit = rnd[lo:hi], unit[lo:hi]
+            cap = min(cap or len(images), len(images))
+            starts = list(range(0, len(images), cap))
             loss = images.new_zeros(())
-            for lo in range(0, b, cap):
-                sl = slice(lo, lo + cap)
-                part = self.loss_fn(self.net, images[sl], rnd_normal=rnd[sl], unit_noise=unit[sl]).sum() / b
-                part.backward()
-                loss = loss + part.detach()
+            for j, start in enumerate(starts):
+                sl = slice(start, start + cap)
+                sync = j == len(starts) - 1 or self.world == 1
+                ctx = contextlib.nullcontext() if sync else self._ddp.no_sync()
+                with ctx:
+                    with self._autocast():
+                        part = self.loss_fn(self.model, images[sl], rnd_normal=rnd[sl], unit_noise=unit[sl]).sum()
+                    (part * self.world / b).backward()
+                loss = loss + part.detach() / b
+            if self.world > 1:
+                torch.distributed.all_reduce(loss)
         for p in self.net.parameters():
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)

@@ -1,0 +1,107 @@
+"""torch.distributed for the stages: process group, collectives, rank-aware logging.
+
+Launched by `torchrun` (or `bench run --nproc N`, which starts torchrun) every
+rank runs the same program over the same suite. Work is split by *seed* or
+*batch index*, never by process: batch k of a sample set or feature pass goes to
+rank k % world, so the same images and features come out for any number of
+processes, and a resumed run may even use another number. Rank 0 alone writes
+the shared files (suite copy, checkpoints, merged samples, metrics, report).
+NCCL on CUDA, gloo on CPU; nothing assumes a single node (ranks come from
+RANK/WORLD_SIZE, devices from LOCAL_RANK).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+
+from bench.io import rank_info
+
+
+def enabled() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def init(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun describes (no-op when run alone); (rank, world)."""
+    rank, world = rank_info()
+    if world > 1 and not enabled():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        timeout = dt.timedelta(seconds=float(os.environ.get("DFU_BENCH_DIST_TIMEOUT", 1800)))
+        tdist.init_process_group(backend, timeout=timeout,
+                                 device_id=device if device.type == "cuda" else None)
+    return rank, world
+
+
+def shutdown() -> None:
+    if enabled():
+        tdist.destroy_process_group()
+
+
+def _comm_device() -> torch.device:
+    if enabled() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if enabled():
+        if tdist.get_backend() == "nccl":
+            tdist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            tdist.barrier()
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s value of a small picklable object, on every rank."""
+    if not enabled():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
+
+
+def all_reduce_sum(value: float) -> float:
+    if not enabled():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    tdist.all_reduce(t)
+    return float(t.item())
+
+
+def my_batches(n_batches: int, rank: int, world: int) -> list[int]:
+    """Batch indices of this rank: k % world == rank (round-robin keeps load even)."""
+    return list(range(rank, n_batches, world))
+
+
+def gather_batches(local: Sequence[np.ndarray], n_batches: int, batch_rows: Sequence[int]) -> np.ndarray:
+    """Reassemble per-batch arrays computed round-robin on all ranks, in batch order.
+
+    `local` holds this rank's batches (in `my_batches` order); `batch_rows[k]` is the
+    row count of batch k. Every rank receives the whole array.
+    """
+    rank, world = (tdist.get_rank(), tdist.get_world_size()) if enabled() else (0, 1)
+    if world == 1:
+        return np.concatenate(list(local))
+    tail = local[0].shape[1:] if local else None
+    tail = broadcast(tail, src=0)  # rank 0 always has batch 0
+    rows = [sum(batch_rows[k] for k in my_batches(n_batches, r, world)) for r in range(world)]
+    width = max(rows)
+    dev = _comm_device()
+    mine = np.concatenate(list(local)) if local else np.zeros((0, *tail))
+    buf = torch.zeros((width, *tail), dtype=torch.float64, device=dev)
+    buf[:len(mine)] = torch.from_numpy(mine.astype(np.float64)).to(dev)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    tdist.all_gather(parts, buf)
+    out, offsets = [None] * n_batches, [0] * world
+    for k in range(n_batches):
+        r = k % world
+        out[k] = parts[r][offsets[r]:offsets[r] + batch_rows[k]].cpu().numpy()
+        offsets[r] += batch_rows[k]
+    return np.concatenate(out)
