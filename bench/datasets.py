@@ -383,6 +383,49 @@ class ToyFaces:
 # imagefolder
 
 
+# One decode -> crop -> resize path for every real image: ImageFolder and
+# `bench data prepare` (bench/prepare.py) both call these, so prepared shards
+# hold exactly the pixels an imagefolder dataset would produce.
+
+CROP_RULE = ("centre square on the shorter side: left = (w - side) // 2, top = (h - side) // 2, "
+             "side = min(w, h)")
+FILTER_DESCRIPTION = ("PIL Image.resize with Image.LANCZOS (antialiased: the kernel widens with the "
+                      "downscale factor), once from the centre square to each resolution")
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Fully decode image bytes and convert to RGB (alpha dropped); PIL's exception on bad data."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+
+
+def verify_image(data: bytes) -> int:
+    """Check an image's structure and checksums, then decode it fully; return its shorter side.
+
+    Raises PIL's exception for corrupt or truncated data.  `verify()` catches bad
+    chunk checksums that `load()` lets through; `load()` catches truncation.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()  # leaves the image unusable, hence the second open
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return min(img.size)
+
+
+def centre_square(img: Image.Image) -> Image.Image:
+    """Crop to a centred square whose side is the shorter side (see CROP_RULE)."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def resize_square(square: Image.Image, resolution: int) -> np.ndarray:
+    """A square RGB image resized with RESIZE_FILTER (LANCZOS) -> resolution x resolution x 3 uint8."""
+    return np.asarray(square.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8).copy()
+
+
 def _is_hidden(rel: str) -> bool:
     # macOS zips carry __MACOSX/ and ._name resource forks that are not images.
     return any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
@@ -427,7 +470,8 @@ class ImageFolder:
         # An open zip handle cannot cross a process boundary; it reopens lazily.
         return {**self.__dict__, "_zip": None}
 
-    def _read_bytes(self, rel: str) -> bytes:
+    def read_bytes(self, rel: str) -> bytes:
+        """The undecoded bytes of image `rel` (a path relative to the folder or zip)."""
         if self.container == "folder":
             return (self.path / rel).read_bytes()
         if self._zip is None:
@@ -441,27 +485,22 @@ class ImageFolder:
 
     def _open(self, rel: str) -> Image.Image:
         try:
-            img = Image.open(io.BytesIO(self._read_bytes(rel)))
-            img.load()
-            return img.convert("RGB")
+            return decode_rgb(self.read_bytes(rel))
         except Exception as err:  # PIL raises many types for bad data
             raise self._bad_image(rel, err) from err
 
-    def validate(self) -> dict:
+    def validate(self, resolutions: Sequence[int] | None = None) -> dict:
         """Open and fully decode every image; raise BenchError naming the first bad one.
 
-        Returns a summary (count, smallest and largest side) so a caller can tell
-        whether references at a resolution will be upsampled.
+        Any resolution can be made from a folder, so `resolutions` is accepted
+        (plan_suite passes what the suite needs) and not checked.  Returns a
+        summary (count, smallest and largest side) so a caller can tell whether
+        references at a resolution will be upsampled.
         """
         sides = []
         for rel in self.files:
             try:
-                data = self._read_bytes(rel)
-                with Image.open(io.BytesIO(data)) as img:
-                    img.verify()  # checks structure and checksums; leaves the image unusable
-                with Image.open(io.BytesIO(data)) as img:
-                    img.load()
-                    sides.append(min(img.size))
+                sides.append(verify_image(self.read_bytes(rel)))
             except Exception as err:
                 raise self._bad_image(rel, err) from err
         return {"count": len(self.files), "min_side": min(sides), "max_side": max(sides)}
@@ -471,12 +510,7 @@ class ImageFolder:
         i = _check_index(i, len(self.files), self.name)
         cache = self._cache.setdefault(resolution, {})
         if i not in cache:
-            img = self._open(self.files[i])
-            w, h = img.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-            arr = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8).copy()
+            arr = resize_square(centre_square(self._open(self.files[i])), resolution)
             arr.flags.writeable = False  # shared by every caller through the cache
             cache[i] = arr
         return cache[i]
