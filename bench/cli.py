@@ -18,6 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
+app.add_typer(data_app, name="data")
+
+
 @app.command()
 def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
@@ -28,6 +32,30 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
     from bench.run import run_suite
 
     run_suite(load_suite(suite), results=results, run_id=run_id, report_dir=report_dir)
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; a suite's dataset refers to it"),
+                 source: Path = typer.Option(..., help="folder (searched recursively) or .zip of images"),
+                 resolutions: str = typer.Option(..., help="comma list, e.g. 32,48,64"),
+                 out: Optional[Path] = typer.Option(None, help="root folder [default: $DFU_BENCH_DATA or data/]"),
+                 skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out images that cannot be "
+                                                                          "decoded (listed in the manifest)"),
+                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]")):
+    """Centre-crop and resize every image of SOURCE once per resolution into PNG shards + manifest.json.
+
+    Run it again with the same arguments to resume, or with more resolutions to add them.
+    """
+    from bench.datasets import DEFAULT_SHARD_SIZE
+    from bench.prepare import parse_resolutions, prepare
+    from bench.progress import console
+
+    try:
+        prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
+    except KeyboardInterrupt:
+        # typer turns Ctrl-C into exit 130 without a word; say how to continue
+        console.print("interrupted; run the same command again to resume from the finished shards")
+        raise
 
 
 @app.command()

@@ -23,10 +23,14 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
-    kind: Literal["toyfaces", "imagefolder"] = "toyfaces"
+    kind: Literal["toyfaces", "imagefolder", "prepared"] = "toyfaces"
     size: Optional[int] = Field(None, gt=0, description="toyfaces: number of images")
     seed: int = 0
     path: Optional[str] = Field(None, description="imagefolder: folder or .zip of images")
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                                description="prepared: the NAME given to `bench data prepare`")
+    root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
+    source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
 
     @model_validator(mode="after")
     def _check(self):
@@ -34,6 +38,12 @@ class DatasetConfig(Strict):
             raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
         if self.kind == "toyfaces" and self.path:
             raise ValueError("toyfaces is generated; remove `path` or use kind: imagefolder")
+        if self.kind == "prepared" and not self.name:
+            raise ValueError("prepared needs `name` (the NAME given to bench data prepare)")
+        if self.kind == "prepared" and self.path:
+            raise ValueError("prepared reads ROOT/NAME, not `path`; remove `path` (put the original images in `source`)")
+        if self.kind != "prepared" and (self.name or self.root or self.source):
+            raise ValueError(f"name/root/source only apply to kind: prepared; remove them from this {self.kind} dataset")
         return self
 
 
