@@ -26,12 +26,15 @@ app.add_typer(data_app, name="data")
 def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
         run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
-        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/")):
+        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/"),
+        scale: str = typer.Option("full", help="full: the suite as written; tiny: cpu-tiny models, a few "
+                                              "steps and 8 samples on the same resolution grid (a CPU dry run, "
+                                              "suite name + '-tiny')")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
-    from bench.config import load_suite
+    from bench.config import load_suite, scale_suite
     from bench.run import run_suite
 
-    run_suite(load_suite(suite), results=results, run_id=run_id, report_dir=report_dir)
+    run_suite(scale_suite(load_suite(suite), scale), results=results, run_id=run_id, report_dir=report_dir)
 
 
 @data_app.command("prepare")
