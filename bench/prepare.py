@@ -197,8 +197,8 @@ def _png(arr) -> bytes:
 
 
 def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: int, resolutions: list[int],
-                 dest: Path, advance) -> list[dict]:
-    """Write shard `shard` at each of `resolutions`, decoding every source image once; return the sidecars."""
+                 dest: Path, advance) -> None:
+    """Write shard `shard` at each of `resolutions`, decoding every source image once, then its sidecars."""
     lo, hi = shard * shard_size, min(len(kept), (shard + 1) * shard_size)
     for r in resolutions:  # temp files of a killed run (SIGKILL skips atomic_path's clean-up)
         for stale in (dest / resolution_dir(r)).glob(f".{Path(shard_path(r, shard)).name}.*.tmp"):
@@ -221,14 +221,11 @@ def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: i
             advance()
     # Archives are in place now; a sidecar is written only after its archive, so
     # a kill between the two leaves an archive that the next run redoes.
-    sidecars = []
     for r in resolutions:
         archive = dest / shard_path(r, shard)
-        meta = {"file": shard_path(r, shard), "resolution": r, "shard": shard, "first": lo, "count": hi - lo,
-                "bytes": archive.stat().st_size, "sha256": _sha256(archive)}
-        write_json(_sidecar_path(dest, r, shard), meta)
-        sidecars.append(meta)
-    return sidecars
+        write_json(_sidecar_path(dest, r, shard),
+                   {"file": shard_path(r, shard), "resolution": r, "shard": shard, "first": lo, "count": hi - lo,
+                    "bytes": archive.stat().st_size, "sha256": _sha256(archive)})
 
 
 # ----------------------------------------------------------------------------
@@ -298,7 +295,10 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
 
     n_shards = -(-len(kept) // shard_size)
     mine = [k for k in range(n_shards) if k % world == rank]
-    count = lambda k: min(len(kept), (k + 1) * shard_size) - k * shard_size  # noqa: E731
+
+    def count(k: int) -> int:  # images in shard k: shard_size, except in the last one
+        return min(len(kept), (k + 1) * shard_size) - k * shard_size
+
     pending: dict[int, list[int]] = {}
     with progress() as p:
         # checksums of a resumed run's archives: seconds per GB, worth a bar
