@@ -18,22 +18,29 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
+app.add_typer(data_app, name="data")
+
+
 @app.command()
 def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
         run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
         report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/"),
+        scale: str = typer.Option("full", help="full: the suite as written; tiny: cpu-tiny models, a few "
+                                              "steps and 8 samples on the same resolution grid (a CPU dry run, "
+                                              "suite name + '-tiny')"),
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
                                                  "(one per GPU on CUDA; gloo processes on CPU)")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
     import os
 
-    from bench.config import load_suite
+    from bench.config import load_suite, scale_suite
     from bench.run import run_suite
 
-    cfg = load_suite(suite)
+    cfg = scale_suite(load_suite(suite), scale)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = [str(suite), "--results", str(results)]
+        args = [str(suite), "--results", str(results), "--scale", scale]
         if report_dir is not None:
             args += ["--report-dir", str(report_dir)]
         raise typer.Exit(launch_torchrun(nproc, args, run_id))
@@ -65,6 +72,30 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
         print(f"error: a process of the {nproc}-process run {run_id} failed (torchrun exit code {code}; "
               f"its log is above); resume with: {again}", file=sys.stderr)
     return code
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; a suite's dataset refers to it"),
+                 source: Path = typer.Option(..., help="folder (searched recursively) or .zip of images"),
+                 resolutions: str = typer.Option(..., help="comma list, e.g. 32,48,64"),
+                 out: Optional[Path] = typer.Option(None, help="root folder [default: $DFU_BENCH_DATA or data/]"),
+                 skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out images that cannot be "
+                                                                          "decoded (listed in the manifest)"),
+                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]")):
+    """Centre-crop and resize every image of SOURCE once per resolution into PNG shards + manifest.json.
+
+    Run it again with the same arguments to resume, or with more resolutions to add them.
+    """
+    from bench.datasets import DEFAULT_SHARD_SIZE
+    from bench.prepare import parse_resolutions, prepare
+    from bench.progress import console
+
+    try:
+        prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
+    except KeyboardInterrupt:
+        # typer turns Ctrl-C into exit 130 without a word; say how to continue
+        console.print("interrupted; run the same command again to resume from the finished shards")
+        raise
 
 
 @app.command()

@@ -24,10 +24,14 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
-    kind: Literal["toyfaces", "imagefolder"] = "toyfaces"
+    kind: Literal["toyfaces", "imagefolder", "prepared"] = "toyfaces"
     size: Optional[int] = Field(None, gt=0, description="toyfaces: number of images")
     seed: int = 0
     path: Optional[str] = Field(None, description="imagefolder: folder or .zip of images")
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                                description="prepared: the NAME given to `bench data prepare`")
+    root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
+    source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
 
     @model_validator(mode="after")
     def _check(self):
@@ -35,6 +39,12 @@ class DatasetConfig(Strict):
             raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
         if self.kind == "toyfaces" and self.path:
             raise ValueError("toyfaces is generated; remove `path` or use kind: imagefolder")
+        if self.kind == "prepared" and not self.name:
+            raise ValueError("prepared needs `name` (the NAME given to bench data prepare)")
+        if self.kind == "prepared" and self.path:
+            raise ValueError("prepared reads ROOT/NAME, not `path`; remove `path` (put the original images in `source`)")
+        if self.kind != "prepared" and (self.name or self.root or self.source):
+            raise ValueError(f"name/root/source only apply to kind: prepared; remove them from this {self.kind} dataset")
         return self
 
 
@@ -214,6 +224,51 @@ class SuiteConfig(Strict):
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
         return self
+
+
+# --scale tiny: the same suite, shrunk until every stage runs on a CPU in minutes.
+SCALES = ("full", "tiny")
+TINY = {"steps": 6, "batch_size": 4, "lr_warmup_steps": 2, "checkpoint_every": 3,
+        "sample_n": 8, "sample_steps": 3, "batch": 8}
+# Training keys that hold durations in images, per-resolution memory caps or a
+# data warm-up: meaningless for a six-step run, so they go back to their defaults.
+_TINY_DROPPED_TRAIN_KEYS = ("kimg", "lr_warmup_kimg", "checkpoint_every_kimg", "micro_batch",
+                            "data_warmup_kimg", "data_warmup_max_resolution")
+# arch_overrides that do not change cpu-tiny's shape; the rest (channels,
+# levels, modes) were written for the full architecture and may not fit it.
+_TINY_KEPT_OVERRIDES = ("dropout", "mode", "fft_norm")
+
+
+def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
+    """`full`: cfg unchanged; `tiny`: a CPU dry run of the same suite and resolution grid.
+
+    Works on the dumped dict, so fields added to TrainConfig later pass through
+    unless listed above, and validates the result again.
+    """
+    if scale not in SCALES:
+        raise BenchError(f"--scale {scale!r} is not known; use one of: {', '.join(SCALES)}")
+    if scale == "full":
+        return cfg
+    data = cfg.model_dump()
+    if not data["name"].endswith("-tiny"):
+        data["name"] += "-tiny"  # tiny results never land beside full ones
+    for m in data["models"]:
+        train = m.get("train")
+        if train is None and m.get("arch") is None:
+            continue  # bilinear: nothing to shrink
+        m["arch"] = "cpu-tiny"
+        m["arch_overrides"] = {k: v for k, v in (m.get("arch_overrides") or {}).items() if k in _TINY_KEPT_OVERRIDES}
+        if train is not None:
+            warmup = bool(train.get("lr_warmup_steps") or train.get("lr_warmup_kimg"))
+            for key in _TINY_DROPPED_TRAIN_KEYS:
+                train.pop(key, None)
+            train.update(steps=TINY["steps"], batch_size=TINY["batch_size"],
+                         lr_warmup_steps=TINY["lr_warmup_steps"] if warmup else 0,
+                         checkpoint_every=TINY["checkpoint_every"])
+    data["sample"].update(n=TINY["sample_n"], steps=TINY["sample_steps"], seeds=data["sample"]["seeds"][:1],
+                          batch_size=min(data["sample"]["batch_size"], TINY["batch"]))
+    data["metrics"]["batch_size"] = min(data["metrics"]["batch_size"], TINY["batch"])
+    return parse_suite(data, f"{cfg.name} at --scale tiny")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

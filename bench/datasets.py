@@ -14,6 +14,10 @@ that, from one definition of the data.
 * `imagefolder` reads a folder or a .zip of images; each is converted to RGB,
   centre-cropped to a square (the shorter side is kept) and resized with one
   filter, PIL's LANCZOS, as EDM's dataset tool does.
+* `prepared` reads what `bench data prepare` (bench/prepare.py) made from such a
+  folder: the same pixels, resized once ahead of time and stored as PNG shards
+  per resolution, so a 70,000-image dataset is not decoded and resized on
+  every run.
 
 `DATASETS` maps a kind to its constructor; `build_dataset(kind, **options)` is
 the entry point the config uses.
@@ -23,6 +27,9 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
+import re
+import shlex
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +40,7 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
+from bench.io import data_root
 from models.adapters import to_uint8  # noqa: F401  (one rounding rule, shared with the sampler)
 
 MIN_RESOLUTION = 8
@@ -383,6 +391,49 @@ class ToyFaces:
 # imagefolder
 
 
+# One decode -> crop -> resize path for every real image: ImageFolder and
+# `bench data prepare` (bench/prepare.py) both call these, so prepared shards
+# hold exactly the pixels an imagefolder dataset would produce.
+
+CROP_RULE = ("centre square on the shorter side: left = (w - side) // 2, top = (h - side) // 2, "
+             "side = min(w, h)")
+FILTER_DESCRIPTION = ("PIL Image.resize with Image.LANCZOS (antialiased: the kernel widens with the "
+                      "downscale factor), once from the centre square to each resolution")
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Fully decode image bytes and convert to RGB (alpha dropped); PIL's exception on bad data."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+
+
+def verify_image(data: bytes) -> int:
+    """Check an image's structure and checksums, then decode it fully; return its shorter side.
+
+    Raises PIL's exception for corrupt or truncated data.  `verify()` catches bad
+    chunk checksums that `load()` lets through; `load()` catches truncation.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()  # leaves the image unusable, hence the second open
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return min(img.size)
+
+
+def centre_square(img: Image.Image) -> Image.Image:
+    """Crop to a centred square whose side is the shorter side (see CROP_RULE)."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def resize_square(square: Image.Image, resolution: int) -> np.ndarray:
+    """A square RGB image resized with RESIZE_FILTER (LANCZOS) -> resolution x resolution x 3 uint8."""
+    return np.asarray(square.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8).copy()
+
+
 def _is_hidden(rel: str) -> bool:
     # macOS zips carry __MACOSX/ and ._name resource forks that are not images.
     return any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
@@ -427,7 +478,8 @@ class ImageFolder:
         # An open zip handle cannot cross a process boundary; it reopens lazily.
         return {**self.__dict__, "_zip": None}
 
-    def _read_bytes(self, rel: str) -> bytes:
+    def read_bytes(self, rel: str) -> bytes:
+        """The undecoded bytes of image `rel` (a path relative to the folder or zip)."""
         if self.container == "folder":
             return (self.path / rel).read_bytes()
         if self._zip is None:
@@ -441,27 +493,22 @@ class ImageFolder:
 
     def _open(self, rel: str) -> Image.Image:
         try:
-            img = Image.open(io.BytesIO(self._read_bytes(rel)))
-            img.load()
-            return img.convert("RGB")
+            return decode_rgb(self.read_bytes(rel))
         except Exception as err:  # PIL raises many types for bad data
             raise self._bad_image(rel, err) from err
 
-    def validate(self) -> dict:
+    def validate(self, resolutions: Sequence[int] | None = None) -> dict:
         """Open and fully decode every image; raise BenchError naming the first bad one.
 
-        Returns a summary (count, smallest and largest side) so a caller can tell
-        whether references at a resolution will be upsampled.
+        Any resolution can be made from a folder, so `resolutions` is accepted
+        (plan_suite passes what the suite needs) and not checked.  Returns a
+        summary (count, smallest and largest side) so a caller can tell whether
+        references at a resolution will be upsampled.
         """
         sides = []
         for rel in self.files:
             try:
-                data = self._read_bytes(rel)
-                with Image.open(io.BytesIO(data)) as img:
-                    img.verify()  # checks structure and checksums; leaves the image unusable
-                with Image.open(io.BytesIO(data)) as img:
-                    img.load()
-                    sides.append(min(img.size))
+                sides.append(verify_image(self.read_bytes(rel)))
             except Exception as err:
                 raise self._bad_image(rel, err) from err
         return {"count": len(self.files), "min_side": min(sides), "max_side": max(sides)}
@@ -471,12 +518,7 @@ class ImageFolder:
         i = _check_index(i, len(self.files), self.name)
         cache = self._cache.setdefault(resolution, {})
         if i not in cache:
-            img = self._open(self.files[i])
-            w, h = img.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-            arr = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8).copy()
+            arr = resize_square(centre_square(self._open(self.files[i])), resolution)
             arr.flags.writeable = False  # shared by every caller through the cache
             cache[i] = arr
         return cache[i]
@@ -495,11 +537,190 @@ class ImageFolder:
 
 
 # ----------------------------------------------------------------------------
+# prepared: the read side of `bench data prepare` (the write side is bench/prepare.py)
+
+PREPARED_FORMAT = "dfu-bench-prepared-v1"
+MANIFEST_NAME = "manifest.json"
+DEFAULT_SHARD_SIZE = 4096  # ~18 shards for FFHQ's 70,000; 110 MB per shard at 96 px
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_dataset_name(name: str) -> str:
+    """A prepared dataset's name becomes a folder name: letters, digits, _ . - only."""
+    if not isinstance(name, str) or not _DATASET_NAME.match(name):
+        raise BenchError(f"dataset name {name!r} is not a plain folder name; "
+                         "use letters, digits, '_', '.' and '-' (e.g. ffhq)")
+    return name
+
+
+def resolution_dir(resolution: int) -> str:
+    return f"r{resolution:03d}"
+
+
+def shard_path(resolution: int, shard: int) -> str:
+    """An archive's path relative to the dataset folder: image i lives in shard i // shard_size."""
+    return f"{resolution_dir(resolution)}/shard-{shard:05d}.zip"
+
+
+def entry_name(index: int) -> str:
+    return f"{index:08d}.png"
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (shorter messages)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (OSError, ValueError):
+        return str(path)
+
+
+def prepare_command(name: str, source: str | None, resolutions: Sequence[int], root: Path | None = None,
+                    skip_bad: bool = False, shard_size: int = DEFAULT_SHARD_SIZE) -> str:
+    """The exact `bench data prepare` line that makes (or completes) a prepared dataset."""
+    words = ["bench", "data", "prepare", name, "--source", shlex.quote(str(source)) if source else "PATH/TO/IMAGES",
+             "--resolutions", ",".join(str(r) for r in sorted(set(resolutions))) or "32,64,..."]
+    if root is not None and Path(root).expanduser().resolve() != data_root().resolve():
+        words += ["--out", shlex.quote(str(root))]
+    if skip_bad:
+        words.append("--skip-bad")
+    if shard_size != DEFAULT_SHARD_SIZE:
+        words += ["--shard-size", str(shard_size)]
+    return " ".join(words)
+
+
+class PreparedDataset:
+    """Images made by `bench data prepare NAME`: ROOT/NAME/manifest.json and rNNN/shard-KKKKK.zip.
+
+    Construction reads nothing, so that `validate(resolutions)` can say exactly
+    which command makes the missing data; every other method reads the manifest.
+    Image i at resolution r is entry 0000000i.png of shard i // shard_size.
+    """
+
+    kind = "prepared"
+
+    def __init__(self, name: str, root: str | Path | None = None, source: str | None = None):
+        self.name = check_dataset_name(name)
+        self.root = Path(root).expanduser() if root else data_root()
+        self.dir = self.root / self.name
+        self.source_hint = source  # only for the message that says how to prepare
+        self._manifest: dict | None = None
+        self._zips: dict[tuple[int, int], zipfile.ZipFile] = {}
+
+    def __getstate__(self) -> dict:
+        # Open zip handles cannot cross a process boundary; they reopen lazily.
+        return {**self.__dict__, "_zips": {}}
+
+    # -- manifest -------------------------------------------------------------
+    def _command(self, resolutions: Sequence[int]) -> str:
+        m = self._manifest
+        if m is None:
+            return prepare_command(self.name, self.source_hint, resolutions, self.root)
+        return prepare_command(self.name, m["source"], resolutions, self.root, m["skip_bad"], m["shard_size"])
+
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            path = self.dir / MANIFEST_NAME
+            if not path.is_file():
+                raise BenchError(f"dataset {self.name} is not prepared in {shown_path(self.dir)} (no {MANIFEST_NAME}); "
+                                 f"run: {self._command([])}")
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise BenchError(f"{shown_path(path)} is unreadable ({exc}); delete {shown_path(self.dir)} "
+                                 "and prepare it again") from None
+            if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT:
+                raise BenchError(f"{shown_path(path)} is not a {PREPARED_FORMAT} manifest; delete "
+                                 f"{shown_path(self.dir)} and prepare it again")
+            self._manifest = manifest
+        return self._manifest
+
+    def resolutions(self) -> list[int]:
+        return sorted(int(r) for r in self.manifest()["resolutions"])
+
+    def validate(self, resolutions: Sequence[int] | None = None) -> dict:
+        """Raise BenchError, with the command that fixes it, unless every needed resolution is prepared.
+
+        `resolutions`: what the suite reads from data (None: whatever is prepared).
+        Only file presence and sizes are checked here (milliseconds, before any
+        run directory exists); checksums are `bench data prepare`'s job.
+        """
+        needed = sorted({check_resolution(r) for r in resolutions or []})
+        if not (self.dir / MANIFEST_NAME).is_file():
+            raise BenchError(f"dataset {self.name} is not prepared in {shown_path(self.dir)} (no {MANIFEST_NAME}); "
+                             f"run: {self._command(needed)}")
+        m = self.manifest()
+        have = self.resolutions()
+        missing = [r for r in needed if r not in have]
+        if missing:
+            raise BenchError(f"dataset {self.name} in {shown_path(self.dir)} is not prepared at "
+                             f"{', '.join(map(str, missing))} px (has {', '.join(map(str, have))}); "
+                             f"run: {self._command(missing)}")
+        for r in needed or have:
+            for shard in m["resolutions"][str(r)]["shards"]:
+                path = self.dir / shard["file"]
+                if not path.is_file() or path.stat().st_size != shard["bytes"]:
+                    raise BenchError(f"dataset {self.name}: {shown_path(path)} is missing or changed size; "
+                                     f"run: {self._command([r])}")
+        return {"count": m["kept_count"], "min_side": m["min_side"], "max_side": m["max_side"], "resolutions": have}
+
+    # -- images ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.manifest()["kept_count"])
+
+    def _zip(self, resolution: int, shard: int) -> zipfile.ZipFile:
+        key = (resolution, shard)
+        if key not in self._zips:
+            path = self.dir / shard_path(resolution, shard)
+            try:
+                self._zips[key] = zipfile.ZipFile(path)
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise BenchError(f"cannot open {shown_path(path)} ({exc}); run: {self._command([resolution])}") from None
+        return self._zips[key]
+
+    def image(self, i: int, resolution: int) -> np.ndarray:
+        return self.images([i], resolution)[0]
+
+    def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
+        resolution = check_resolution(resolution)
+        m = self.manifest()
+        if str(resolution) not in m["resolutions"]:
+            raise BenchError(f"dataset {self.name} is not prepared at {resolution} px; "
+                             f"run: {self._command([resolution])}")
+        size, shard_size = len(self), int(m["shard_size"])
+        out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            i = _check_index(i, size, self.name)
+            zf = self._zip(resolution, i // shard_size)
+            try:
+                with Image.open(io.BytesIO(zf.read(entry_name(i)))) as img:
+                    arr = np.asarray(img.convert("RGB"))
+            except Exception as exc:  # a missing entry (KeyError) or a damaged PNG
+                raise BenchError(f"dataset {self.name}: image {i} at {resolution} px is unreadable ({exc}); "
+                                 f"delete {shown_path(self.dir / resolution_dir(resolution))} and run: "
+                                 f"{self._command([resolution])}") from None
+            if arr.shape != out.shape[1:]:
+                raise BenchError(f"dataset {self.name}: image {i} in {resolution_dir(resolution)} is "
+                                 f"{arr.shape[1]}x{arr.shape[0]}, not {resolution}x{resolution}; delete "
+                                 f"{shown_path(self.dir)} and prepare it again")
+            out[k] = arr
+        return out
+
+    def describe(self) -> dict:
+        m = self.manifest()
+        return {"kind": self.kind, "name": self.name, "path": str(self.dir.resolve()), "size": m["kept_count"],
+                "source": m["source"], "source_count": m["source_count"], "skipped": len(m["skipped"]),
+                "filter": m["filter"], "crop": "centre square", "mode": m["mode"], "shard_size": m["shard_size"],
+                "resolutions": self.resolutions(), "created": m["created"],
+                "dfu_bench_version": m["dfu_bench_version"], "pillow_version": m["pillow_version"]}
+
+
+# ----------------------------------------------------------------------------
 # registry and tensor conversion
 
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "toyfaces": ToyFaces,
     "imagefolder": ImageFolder,
+    "prepared": PreparedDataset,
 }
 
 

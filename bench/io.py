@@ -23,6 +23,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DFU_BENCH_CACHE", PROJECT_ROOT / ".cache")).expanduser()
 
 
+def data_root() -> Path:
+    """Where `bench data prepare` puts datasets and `prepared` datasets are read; $DFU_BENCH_DATA overrides."""
+    return Path(os.environ.get("DFU_BENCH_DATA", PROJECT_ROOT / "data")).expanduser()
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in target's folder; rename it onto target on success."""

@@ -66,7 +66,26 @@ def _dataset_kwargs(cfg: SuiteConfig) -> dict:
     d = cfg.dataset
     if d.kind == "toyfaces":
         return {"size": d.size or 10000, "seed": d.seed}
+    if d.kind == "prepared":
+        return {"name": d.name, "root": d.root, "source": d.source}
     return {"path": d.path}
+
+
+def data_resolutions(cfg: SuiteConfig) -> list[int]:
+    """Resolutions the suite reads from its dataset: training sets, bilinear bases, FID references.
+
+    A fine-tune's target resolution is not here: it is made by upsampling
+    `finetune.upsample_from` images, which are.
+    """
+    needed = set(cfg.sample.resolutions)
+    for m in cfg.models:
+        needed.update(getattr(m.train, "resolutions", None) or [])
+        if m.source == "data" and m.base_resolution is not None:
+            needed.add(m.base_resolution)
+        upsample_from = getattr(getattr(m, "finetune", None), "upsample_from", None)
+        if isinstance(upsample_from, int):
+            needed.add(upsample_from)
+    return sorted(needed)
 
 
 def plan_suite(cfg: SuiteConfig) -> Plan:
@@ -74,7 +93,7 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     problems: list[str] = []
     dataset = build_dataset(cfg.dataset.kind, **_dataset_kwargs(cfg))
     if hasattr(dataset, "validate"):
-        dataset.validate()
+        dataset.validate(data_resolutions(cfg))  # missing data fails here, in well under a second
     plan = Plan(cfg, pick_device(cfg.device), dataset)
     names = [m.name for m in cfg.models]
     for i, m in enumerate(cfg.models):

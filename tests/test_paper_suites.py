@@ -1,0 +1,185 @@
+"""The paper suites: their settings, a fast failure without data, and `bench run --scale tiny`."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from bench.config import ModelConfig, load_suite, parse_suite, scale_suite
+from bench.datasets import ToyFaces
+from bench.errors import BenchError
+from bench.io import PROJECT_ROOT
+from bench.prepare import prepare
+from bench.run import data_resolutions
+
+FFHQ = PROJECT_ROOT / "suites" / "ffhq_zero_shot.yaml"
+LSUN = PROJECT_ROOT / "suites" / "lsun_church_zero_shot.yaml"
+BATCH = 256
+PAPER = {  # dataset name, grid, data resolutions, LR, Mimg per model (from the paper)
+    FFHQ: ("ffhq", [32, 64, 96, 128, 160, 192], [32, 48, 64, 80, 96, 128, 160, 192], 5e-4,
+           {"unet-single96": 20, "unet-multires": 20, "dfu": 108}),
+    LSUN: ("lsun_church", [32, 64, 96, 128, 160, 196], [32, 48, 64, 80, 96, 128, 160, 196], 1e-3,
+           {"unet-single96": 150, "unet-multires": 150, "dfu": 104}),
+}
+EDM_MODELS = ["unet-single96", "unet-multires", "dfu"]
+
+# The lead's ModelConfig.finetune is merged separately; until then the FFHQ
+# suite's dfu+finetune model does not validate, and the tests that need the whole
+# suite read a copy without it (or skip, for the end-to-end run).
+FINETUNE_PENDING = "finetune" not in ModelConfig.model_fields
+FINETUNE_SKIP = ("ModelConfig has no `finetune` field yet, so suites/ffhq_zero_shot.yaml (model dfu+finetune) "
+                 "does not validate; remove this skip once finetune support is merged")
+
+
+def loadable(path: Path, tmp_path: Path) -> Path:
+    """`path`, or while finetune is pending a copy of it without fine-tune models."""
+    data = yaml.safe_load(path.read_text())
+    if not FINETUNE_PENDING or not any("finetune" in m for m in data["models"]):
+        return path
+    data["models"] = [m for m in data["models"] if "finetune" not in m]
+    copy = tmp_path / path.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+@pytest.mark.parametrize("path", [FFHQ, LSUN], ids=["ffhq", "lsun"])
+def test_paper_settings(path, tmp_path):
+    name, grid, needed, lr, mimg = PAPER[path]
+    cfg = load_suite(loadable(path, tmp_path))
+    assert (cfg.dataset.kind, cfg.dataset.name) == ("prepared", name) and cfg.dataset.source
+    models = {m.name: m for m in cfg.models}
+    assert set(EDM_MODELS + ["bilinear-data-96"]) <= set(models)
+    for n in EDM_MODELS:
+        m, t = models[n], models[n].train
+        assert m.arch == "paper-small" and m.adapter == ("dfu" if n == "dfu" else "unet")
+        assert abs(t.steps * BATCH - mimg[n] * 1e6) < BATCH, f"{n}: {t.steps} steps != {mimg[n]} Mimg / 256"
+        assert abs(t.lr_warmup_steps * BATCH - 10e6) < BATCH
+        assert (t.batch_size, t.lr, t.ema_halflife_kimg, t.ema_rampup, t.dropout) == (BATCH, lr, 500, 0.05, 0.13)
+        assert 96 in t.micro_batch
+    assert models["unet-single96"].train.resolutions == [96]
+    for n in ("unet-multires", "dfu"):
+        assert models[n].train.resolutions == [32, 48, 64, 80, 96]
+        assert models[n].train.weights == [0.05, 0.1, 0.15, 0.3, 0.4]
+    bilinear = models["bilinear-data-96"]
+    assert (bilinear.adapter, bilinear.source, bilinear.base_resolution) == ("bilinear", "data", 96)
+    s = cfg.sample
+    assert (s.resolutions, s.n, s.seeds, s.steps) == (grid, 50000, [0], 18)
+    assert data_resolutions(cfg) == needed
+    # the prepare command in the suite's header asks for exactly what the suite reads
+    header = re.search(rf"bench data prepare {name} --source \S+ --resolutions (\S+)", path.read_text())
+    assert header and [int(r) for r in header.group(1).split(",")] == needed
+
+
+def test_ffhq_has_the_mixed_finetune_model():
+    models = {m["name"]: m for m in yaml.safe_load(FFHQ.read_text())["models"]}
+    ft = models["dfu+finetune"]
+    assert (ft["adapter"], ft["arch"]) == ("dfu", "paper-small")
+    assert ft["finetune"] == {"base": "dfu", "strategy": "mixed", "target_resolution": 160, "target_weight": 0.3}
+    t = ft["train"]
+    assert (t["batch_size"], t["lr"], t["ema_halflife_kimg"], t["dropout"]) == (BATCH, 1e-4, 500, 0.13)
+    assert t["steps"] > 0 and "resolutions" not in t  # the fine-tune's sets come from its strategy
+    assert list(models).index("dfu") < list(models).index("dfu+finetune")
+
+
+@pytest.mark.parametrize("path", [FFHQ, LSUN], ids=["ffhq", "lsun"])
+def test_run_without_data_stops_at_once_with_the_prepare_command(path, tmp_path):
+    name, _, needed, _, _ = PAPER[path]
+    suite = loadable(path, tmp_path)
+    env = {**os.environ, "DFU_BENCH_DATA": str(tmp_path / "data")}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "bench", "run", str(suite), "--results", str(tmp_path / "results")],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    print(f"bench run {path.name} without data: exit {out.returncode} after {seconds:.2f} s")
+    assert out.returncode == 2, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert f"run: bench data prepare {name} --source /path/to/" in errors[0]
+    assert errors[0].endswith(f"--resolutions {','.join(map(str, needed))}")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+    assert seconds < 10  # measured 2.1-4.1 s on a loaded 2-core box: the data check precedes model building
+
+
+# --- --scale tiny -----------------------------------------------------------
+
+
+def test_scale_tiny_shrinks_everything_but_the_grid(tmp_path):
+    cfg = load_suite(loadable(FFHQ, tmp_path))
+    assert scale_suite(cfg, "full") is cfg
+    tiny = scale_suite(cfg, "tiny")
+    assert tiny.name == "ffhq_zero_shot-tiny" and scale_suite(tiny, "tiny").name == tiny.name
+    assert tiny.sample.resolutions == cfg.sample.resolutions and data_resolutions(tiny) == data_resolutions(cfg)
+    assert (tiny.sample.n, tiny.sample.steps, tiny.sample.seeds) == (8, 3, [0])
+    assert tiny.sample.batch_size <= 8 and tiny.metrics.batch_size <= 8
+    for full, small in zip(cfg.models, tiny.models):
+        assert (full.name, full.adapter) == (small.name, small.adapter)
+        if full.train is None:
+            assert small == full  # bilinear: nothing to shrink
+            continue
+        t = small.train
+        assert small.arch == "cpu-tiny"
+        assert (t.steps, t.batch_size, t.checkpoint_every, t.micro_batch) == (6, 4, 3, {})
+        assert t.lr_warmup_steps == (2 if full.train.lr_warmup_steps else 0)
+        assert (t.resolutions, t.weights, t.dropout) == (full.train.resolutions, full.train.weights,
+                                                         full.train.dropout)
+
+
+def test_scale_tiny_drops_what_cpu_tiny_cannot_take():
+    cfg = parse_suite({
+        "name": "x", "seed": 3, "dataset": {"kind": "toyfaces", "size": 64},
+        "models": [{"name": "m", "adapter": "dfu", "arch": "paper-large",
+                    "arch_overrides": {"model_channels": 256, "channel_mult": [1, 2], "dropout": 0.2},
+                    "train": {"resolutions": [32, 64], "steps": 10 ** 6, "batch_size": 512,
+                              "data_warmup_kimg": 100, "data_warmup_max_resolution": 32,
+                              "micro_batch": {64: 8}, "checkpoint_every": 5000}}],
+        "sample": {"resolutions": [32, 64], "n": 1000, "seeds": [4, 5, 6], "steps": 40, "batch_size": 100}})
+    tiny = scale_suite(cfg, "tiny")
+    m = tiny.models[0]
+    assert m.arch == "cpu-tiny" and m.arch_overrides == {"dropout": 0.2}
+    assert (m.train.data_warmup_kimg, m.train.data_warmup_max_resolution, m.train.micro_batch) == (0.0, None, {})
+    assert (m.train.lr_warmup_steps, tiny.sample.seeds, tiny.seed) == (0, [4], 3)
+    with pytest.raises(BenchError, match=r"--scale 'huge' is not known; use one of: full, tiny$"):
+        scale_suite(cfg, "huge")
+
+
+def test_run_rejects_an_unknown_scale(run_cli, tmp_path):
+    code, _, err = run_cli("run", str(LSUN), "--scale", "huge", "--results", str(tmp_path))
+    assert code == 2 and "error: --scale 'huge' is not known" in err
+    assert not any(tmp_path.iterdir())
+
+
+# --- end to end -------------------------------------------------------------
+
+
+def _faces_folder(folder: Path) -> Path:
+    """30 small non-square and square PNGs: enough for a tiny run's training draws and 8 references."""
+    folder.mkdir()
+    for i, a in enumerate(ToyFaces(size=100, seed=1).images(range(30), 64)):
+        Image.fromarray(a[:, 4:60] if i % 3 == 0 else a).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.slow  # ~3 minutes on a loaded 2-core box: sampling to 192 px and Inception dominate
+@pytest.mark.skipif(FINETUNE_PENDING, reason=FINETUNE_SKIP)
+def test_ffhq_suite_at_tiny_scale_runs_end_to_end(tmp_path, run_cli, monkeypatch, one_thread):
+    monkeypatch.setenv("DFU_BENCH_DATA", str(tmp_path / "data"))
+    cfg = load_suite(FFHQ)
+    prepare("ffhq", _faces_folder(tmp_path / "faces"), data_resolutions(cfg))
+    start = time.perf_counter()
+    code, _, err = run_cli("run", str(FFHQ), "--scale", "tiny", "--results", str(tmp_path / "results"),
+                           "--run-id", "e2e")
+    print(f"bench run {FFHQ.name} --scale tiny: {time.perf_counter() - start:.1f} s")
+    assert code == 0, err
+    run_dir = tmp_path / "results" / "ffhq_zero_shot-tiny" / "e2e"
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    got = sorted((r["model"], int(r["sample_resolution"])) for r in rows)
+    assert got == sorted((m.name, r) for m in cfg.models for r in cfg.sample.resolutions)
+    assert all(int(r["n"]) == 8 and float(r["fid"]) >= 0 for r in rows)
