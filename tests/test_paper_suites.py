@@ -59,8 +59,9 @@ def test_paper_settings(path, tmp_path):
     for n in EDM_MODELS:
         m, t = models[n], models[n].train
         assert m.arch == "paper-small" and m.adapter == ("dfu" if n == "dfu" else "unet")
-        assert abs(t.steps * BATCH - mimg[n] * 1e6) < BATCH, f"{n}: {t.steps} steps != {mimg[n]} Mimg / 256"
-        assert abs(t.lr_warmup_steps * BATCH - 10e6) < BATCH
+        assert t.kimg == mimg[n] * 1000 and t.lr_warmup_kimg == 10000  # as the paper states them
+        assert abs(t.total_steps * BATCH - mimg[n] * 1e6) < BATCH, f"{n}: {t.total_steps} steps != {mimg[n]} Mimg / 256"
+        assert abs(t.warmup_steps * BATCH - 10e6) < BATCH
         assert (t.batch_size, t.lr, t.ema_halflife_kimg, t.ema_rampup, t.dropout) == (BATCH, lr, 500, 0.05, 0.13)
         assert 96 in t.micro_batch
     assert models["unet-single96"].train.resolutions == [96]
@@ -84,7 +85,7 @@ def test_ffhq_has_the_mixed_finetune_model():
     assert ft["finetune"] == {"base": "dfu", "strategy": "mixed", "target_resolution": 160, "target_weight": 0.3}
     t = ft["train"]
     assert (t["batch_size"], t["lr"], t["ema_halflife_kimg"], t["dropout"]) == (BATCH, 1e-4, 500, 0.13)
-    assert t["steps"] > 0 and "resolutions" not in t  # the fine-tune's sets come from its strategy
+    assert t["kimg"] > 0 and "resolutions" not in t  # the fine-tune's sets come from its strategy
     assert list(models).index("dfu") < list(models).index("dfu+finetune")
 
 
@@ -126,7 +127,7 @@ def test_scale_tiny_shrinks_everything_but_the_grid(tmp_path):
         t = small.train
         assert small.arch == "cpu-tiny"
         assert (t.steps, t.batch_size, t.checkpoint_every, t.micro_batch) == (6, 4, 3, {})
-        assert t.lr_warmup_steps == (2 if full.train.lr_warmup_steps else 0)
+        assert t.lr_warmup_steps == (2 if full.train.warmup_steps else 0)
         assert (t.resolutions, t.weights, t.dropout) == (full.train.resolutions, full.train.weights,
                                                          full.train.dropout)
 
