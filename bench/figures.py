@@ -142,7 +142,7 @@ def _save_panel(canvas: np.ndarray, col_x: list[int], row_y: list[int], col_labe
     big = canvas.repeat(scale, 0).repeat(scale, 1)
     caption += f"; every pixel drawn {scale}x{scale} (nearest neighbour)" if scale > 1 else ""
     label_lines = max((len(s.splitlines()) for s in col_labels), default=1)
-    left = 16 + 7 * max((len(line) for s in row_labels for line in s.splitlines()), default=0)
+    left = 24 + 8 * max((len(line) for s in row_labels for line in s.splitlines()), default=0)
     top = 12 + FONT_PX * (2 + label_lines) + 8
     bottom = 12 + FONT_PX * (1 + caption.count("\n"))
     W, H = left + big.shape[1] + 16, top + big.shape[0] + bottom
@@ -170,8 +170,10 @@ def _load(path: Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     return list(imgs), [int(s) for s in seeds]
 
 
-def _train_label(train) -> str:
-    return "" if pd.isna(train) or str(train) == "" else f"train {train} px"
+def _train_label(train, adapter) -> str:
+    if pd.isna(train) or str(train) == "":
+        return ""
+    return f"upsampled from {train} px" if adapter == "bilinear" else f"train {train} px"
 
 
 def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int = 4) -> Path:
@@ -197,8 +199,9 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int =
     canvas, cx, ry = _compose(cells, gap=max(4, grid[-1] // 8))
     band = train_band(df[df["adapter"] != "bilinear"]) if "adapter" in df.columns else None
     cols = [f"{r} px" + (f"\n{r / band[1]:.3g}x train max" if band else "") for r in grid]
-    train = df.drop_duplicates("model").set_index("model")["train_resolutions"]
-    rows = [f"{m}\n{_train_label(train.get(m))}".strip() for m in models]
+    first = df.drop_duplicates("model").set_index("model")
+    rows = [f"{m}\n{_train_label(first.at[m, 'train_resolutions'], first.at[m, 'adapter'])}".strip()
+            for m in models]
     seed_txt = f"seeds {min(seeds)}-{max(seeds)}" if seeds else "no samples found"
     _save_panel(canvas, cx, ry, cols, rows, "Samples at every sampled resolution (same seeds per column)",
                         f"{seed_txt} of seed set {seed_set}; images at native relative size; cells per "
