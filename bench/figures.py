@@ -160,6 +160,13 @@ def _save_panel(canvas: np.ndarray, col_x: list[int], row_y: list[int], col_labe
     return scale
 
 
+def sample_path(run_dir: Path, model: str, res: int, seed_set: int) -> Path:
+    """samples/<model>/rNNN_sS.npz; runs made before seed sets wrote rNNN.npz (one set)."""
+    path = run_dir / "samples" / model / f"r{res:03d}_s{seed_set}.npz"
+    legacy = path.with_name(f"r{res:03d}.npz")
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
 def _load(path: Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     """The first k images of an npz file (and their seeds), or nothing if it is missing."""
     if not path.is_file():
@@ -192,7 +199,7 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int =
     for m in models:
         row = []
         for r in grid:
-            imgs, s = _load(run_dir / "samples" / m / f"r{r:03d}_s{seed_set}.npz", per_cell[r])
+            imgs, s = _load(sample_path(run_dir, m, r, seed_set), per_cell[r])
             row.append(imgs)
             seeds.update(s)
         cells.append(row)
@@ -227,11 +234,14 @@ def fig5_models(cfg: SuiteConfig) -> tuple[Optional[str], list[str], Optional[st
     return bilinear, shown, why
 
 
-def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path, per_row: int = 4) -> list[str]:
+def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path,
+               per_row: int = 4) -> tuple[bool, list[str]]:
     """Fig. 5: at the largest sampled resolution, bilinear vs DFU (vs fine-tuned DFU) vs real.
 
     Generated rows use the same seeds column by column; real images are the run's
-    references/rNNN.npz. Returns notes for index.md (e.g. no real images kept).
+    references/rNNN.npz. A row whose files are missing is left out and named in
+    the notes; with no generated row left nothing is drawn. Returns (drawn, notes
+    for index.md).
     """
     bilinear, dfus, why = fig5_models(cfg)
     assert why is None, why
@@ -242,12 +252,15 @@ def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path, per
     rows, cells, notes, seeds = [], [], [], None
     for name, label in [(bilinear, f"{bilinear}\nbilinear from {b.source} at {b.base_resolution} px"),
                         *[(d, f"{d}\n{'fine-tuned ' if k else ''}DFU sampled at {res} px") for k, d in enumerate(dfus)]]:
-        imgs, s = _load(run_dir / "samples" / name / f"r{res:03d}_s{seed_set}.npz", per_row)
+        imgs, s = _load(sample_path(run_dir, name, res, seed_set), per_row)
         if not imgs:
-            notes.append(f"no samples of {name} at {res} px in the run directory")
+            notes.append(f"no samples of {name} at {res} px in the run directory, so no {name} row")
+            continue
         seeds = seeds or s
         cells.append(imgs + [np.full((res, res, 3), 255, np.uint8)] * (per_row - len(imgs)))
         rows.append(label)
+    if not cells:
+        return False, notes
     real, _ = _load(run_dir / "references" / f"r{res:03d}.npz", per_row)
     if real:
         cells.append(real + [np.full((res, res, 3), 255, np.uint8)] * (per_row - len(real)))
@@ -262,4 +275,4 @@ def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path, per
     _save_panel(canvas, cx, ry, cols, rows, f"At {res} px{ratio}: bilinear upsampling vs DFU vs real",
                 "generated rows share seeds column by column; real images are reference images 0-"
                 f"{per_row - 1} (not paired with the seeds)", out)
-    return notes
+    return True, notes

@@ -330,7 +330,7 @@ def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame
 
 
 def index_markdown(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame],
-                   findings: list[str], fig2_drawn: int, fig5: Optional[str], fig5_notes: list[str],
+                   findings: list[str], fig2_drawn: int, fig5: bool, fig5_notes: list[str],
                    tables: str) -> str:
     from bench.figures import fig5_models
 
@@ -352,7 +352,7 @@ def index_markdown(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, reference:
                 f"Rows: {bilinear} (bilinear), {', '.join(dfus)} (DFU), real images from the run's references.")
         parts.append(text + "".join(f" Note: {n}." for n in fig5_notes))
     else:
-        _, _, why = fig5_models(cfg)
+        why = fig5_models(cfg)[2] or "; ".join(fig5_notes)
         parts.append(f"## Figure 5\n\nNot drawn: {why}.")
     body = tables.split("\n", 1)[1].strip()  # table.md without its title
     parts.append("## Tables\n\n[table.md](table.md), [table.csv](table.csv) (tidy, one row per model, resolution "
@@ -380,11 +380,10 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     panels = " and KID" if "kid" in metric_columns(df) else ""
     drawn = plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID{panels}", reference)
     sample_panel(run_dir, df, run_dir / "samples.png")
-    fig5, notes = None, []
-    if fig5_models(cfg)[2] is None:
-        notes = fig5_panel(run_dir, cfg, df, run_dir / "fig5.png")
-        fig5 = "fig5.png"
-    else:  # an earlier report's figure would describe models this suite no longer has
+    drawn5, notes = fig5_models(cfg)[2] is None, []
+    if drawn5:
+        drawn5, notes = fig5_panel(run_dir, cfg, df, run_dir / "fig5.png")
+    if not drawn5:  # an earlier report's figure would describe models or samples this run lacks
         (run_dir / "fig5.png").unlink(missing_ok=True)
     tables = markdown_table(cfg, df, reference)
     cards = model_card_table(run_dir)
@@ -401,7 +400,7 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     findings = summarize(aggregate(df), lead_metrics(df)[0], reference if len(reference) else None, mapping)
     if not len(reference_in_range(reference, df["sample_resolution"])):
         findings.append(reference_note(cfg, df, reference)[1])
-    write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, fig5, notes,
+    write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, drawn5, notes,
                                                     tables))
     if report_dir is None:
         return run_dir

@@ -335,3 +335,22 @@ def test_summarize_against_the_paper():
                      "the orderings agree at 2 of 3.")
     unmapped = summarize(agg, "kid", ref, {})
     assert "has no counterpart among the published models" in unmapped[-1]
+
+
+def test_fig5_not_drawn_without_generated_samples(tmp_path):
+    run = make_run(tmp_path / "run", suite())
+    for m in ("bilinear-up", "dfu"):
+        (run / "samples" / m / "r128_s0.npz").unlink()
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    assert not (run / "fig5.png").exists()
+    assert "Not drawn: no samples of bilinear-up at 128 px in the run directory" in (run / "index.md").read_text()
+
+
+def test_samples_of_runs_before_seed_sets_are_found(tmp_path):
+    from bench.figures import sample_path
+
+    run = make_run(tmp_path / "run", suite())
+    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032_s0.npz"
+    (run / "samples" / "dfu" / "r032_s0.npz").rename(run / "samples" / "dfu" / "r032.npz")
+    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032.npz"
