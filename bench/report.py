@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.config import SuiteConfig
 from bench.io import atomic_path, write_text
+from bench.paper import describe_n, labels, reference_frame
 
 BIASED_FID_N = 5000
 METRICS = {  # column -> (label, lower is better, format)
@@ -132,8 +133,6 @@ def table_rows(df: pd.DataFrame, col: str, reference: Optional[pd.DataFrame] = N
                      "cell": {r: _cell(by_res[r], col) for r in res if r in by_res},
                      "impl": _impl(df) if col in INCEPTION_METRICS else "", "N": f"{int(g['n'].min()):,}",
                      "source": "this run"})
-    from bench.paper import describe_n
-
     for label, g in (ref.groupby("label", sort=False) if len(ref) else []):
         rows.append({"label": label, "train": str(g["train_resolutions"].iloc[0]), "kind": "paper", "adapter": "",
                      "mean": dict(zip(g["sample_resolution"].astype(int), g["fid"])),
@@ -145,8 +144,6 @@ def table_rows(df: pd.DataFrame, col: str, reference: Optional[pd.DataFrame] = N
 
 def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame]) -> tuple[str, str]:
     """(where this run's FID comes from, where the paper's comes from or why none is shown)."""
-    from bench.paper import labels
-
     grid = sorted(int(r) for r in df["sample_resolution"].unique())
     ours = (f"This run's FID is clean-fid's `{df['fid_mode'].iloc[0]}` mode (the `fid_mode` column of "
             f"metrics.csv), N = {int(df['n'].min()):,} per seed set.")
@@ -163,14 +160,12 @@ def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
             if reference is not None and len(reference) else (None, None)
         return ours, (f"The published numbers for {ref_name} lie at {lo}-{hi} px, outside this run's "
                       f"{grid[0]}-{grid[-1]} px, so none are shown.")
-    from bench.paper import describe_n
-
     impls = "; ".join(f"{label}: {impl}, {describe_n(n)}, {src}" for label, impl, n, src in
                       shown.drop_duplicates("label")[["label", "fid_impl", "n_samples", "source"]].itertuples(
                           index=False))
     return ours, (f"Rows marked `paper:` are published numbers for {ref_name} from "
-            f"bench/reference/paper_numbers.csv, each with its own FID implementation and N ({impls}); "
-            "different implementations and N, so compare orderings, not values.")
+                  f"bench/reference/paper_numbers.csv, each with its own FID implementation and N ({impls}); "
+                  "different implementations and N, so compare orderings, not values.")
 
 
 def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> str:
@@ -370,7 +365,6 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     Returns the folder that holds the copy (report_dir/<suite>) or the run dir.
     """
     from bench.figures import fig5_models, fig5_panel, plot_metrics, sample_panel
-    from bench.paper import labels, reference_frame
     from bench.summary import summarize
 
     run_dir = Path(run_dir)
@@ -397,8 +391,9 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     # pair paper models with suite models by name where the suite gives no mapping
     known = labels().get(rc.reference, [])
     mapping = rc.reference_models or {m.name: m.name for m in cfg.models if m.name in known}
-    findings = summarize(aggregate(df), lead_metrics(df)[0], reference if len(reference) else None, mapping)
-    if not len(reference_in_range(reference, df["sample_resolution"])):
+    shown = reference_in_range(reference, df["sample_resolution"])
+    findings = summarize(aggregate(df), lead_metrics(df)[0], shown if len(shown) else None, mapping)
+    if not len(shown):
         findings.append(reference_note(cfg, df, reference)[1])
     write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, drawn5, notes,
                                                     tables))

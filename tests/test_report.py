@@ -184,6 +184,7 @@ def test_reference_outside_the_grid_is_named_not_drawn(tmp_path):
     assert "paper:" not in md
     assert "lie at 160-160 px, outside this run's 32-128 px" in md
     assert "no published value lies inside this run's resolution range" in idx
+    assert "Published numbers for ffhq" not in idx  # nothing to compare, so no comparison sentences
 
 
 def test_csv_round_trips(lsun_report):
