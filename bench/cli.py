@@ -142,8 +142,9 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
-           report_dir: Optional[Path] = typer.Option(None, help="also copy to REPORT_DIR/<suite>/")):
-    """Rebuild the plot and tables of a finished run from its metrics.csv."""
+           report_dir: Path = typer.Option(Path("reports"), help="also write the report to REPORT_DIR/<suite>/ "
+                                                                   "(relative to the current directory)")):
+    """Rebuild a finished run's report (figures, tables, index.md) from its run directory alone."""
     import pandas as pd
 
     from bench.config import load_suite

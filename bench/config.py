@@ -204,6 +204,30 @@ class RuntimeConfig(Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, aot_eager")
+class ReportConfig(Strict):
+    """What the report compares the run with: a dataset of bench/reference/paper_numbers.csv."""
+
+    reference: Optional[str] = Field(None, description="dataset label in paper_numbers.csv, e.g. lsun_church")
+    reference_models: dict[str, str] = Field(
+        default_factory=dict, description="suite model name -> model label of that dataset in the csv")
+
+    @model_validator(mode="after")
+    def _check(self):
+        from bench.paper import labels
+
+        if self.reference is None:
+            if self.reference_models:
+                raise ValueError("reference_models needs reference (a dataset of bench/reference/paper_numbers.csv)")
+            return self
+        known = labels()
+        if self.reference not in known:
+            raise ValueError(f"reference {self.reference!r} is not a dataset of bench/reference/paper_numbers.csv; "
+                             f"known: {', '.join(known)}")
+        bad = sorted(v for v in self.reference_models.values() if v not in known[self.reference])
+        if bad:
+            raise ValueError(f"reference_models maps to {', '.join(map(repr, bad))}, not a model of "
+                             f"{self.reference} in paper_numbers.csv; known: {', '.join(known[self.reference])}")
+        return self
 
 
 class SuiteConfig(Strict):
@@ -216,6 +240,7 @@ class SuiteConfig(Strict):
     sample: SampleConfig
     metrics: MetricsConfig = MetricsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _check(self):
@@ -223,6 +248,13 @@ class SuiteConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_report(self):
+        stray = sorted(set(self.report.reference_models) - {m.name for m in self.models})
+        if stray:
+            raise ValueError(f"report.reference_models names {', '.join(stray)}, not a model of this suite")
         return self
 
 

@@ -1,21 +1,25 @@
-"""Run reports: resolution-vs-metric plot, Markdown tables, sample panel, summary table.
+"""Run reports: aggregation, tables (Markdown, CSV, LaTeX), index.md, and where they go.
 
-Everything here is derived from `metrics.csv` and the stored samples of a run
-directory, so `bench report RUN_DIR` rebuilds a report without recomputing.
-Seed sets are aggregated to mean and std; with N below 5,000 per set, FID is
-marked as biased and KID (unbiased) leads.
+Everything here is derived from a run directory's files (`metrics.csv`,
+`samples/`, `references/`, `checkpoints/*/model_card.json`, `suite.yaml`,
+`environment.json`) and the paper's numbers that ship with the package, so
+`bench report RUN_DIR` rebuilds a report without recomputing anything. Seed sets
+are aggregated to mean and std; with N below 5,000 per set, FID is marked as
+biased and KID (unbiased) leads. Figures are in bench/figures.py, the generated
+findings in bench/summary.py.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from bench.config import SuiteConfig
 from bench.io import atomic_path, write_text
+from bench.paper import describe_n, labels, reference_frame
 
 BIASED_FID_N = 5000
 METRICS = {  # column -> (label, lower is better, format)
@@ -27,7 +31,12 @@ METRICS = {  # column -> (label, lower is better, format)
     "patch_kid": ("patch KID", True, "{:.4f}"),
     "spectral_lsd": ("log-spectral distance (dB)", True, "{:.2f}"),
 }
+INCEPTION_METRICS = {"fid", "kid", "precision", "recall", "patch_fid", "patch_kid"}
 KEYS = ["model", "train_resolutions", "sample_resolution"]
+TIDY_COLUMNS = ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std", "seed_sets", "n",
+                "fid_impl"]
+REPORT_FILES = ("index.md", "fig2.png", "samples.png", "fig5.png", "table.md", "table.csv", "table.tex")
+COPIED_FILES = ("metrics.csv", "suite.yaml", "environment.json")
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -50,88 +59,32 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out = g[cols].mean()
     std = g[cols].std(ddof=1)
     out = out.join(std.add_suffix("_std")).join(g["n"].min().rename("n")).join(g.size().rename("seed_sets"))
-    adapters = g["adapter"].first()
-    return out.join(adapters).reset_index()
+    out = out.join(g["adapter"].first())
+    if "fid_mode" in df.columns:
+        out = out.join(g["fid_mode"].first())
+    return out.reset_index()
 
 
-def _train_band(df: pd.DataFrame) -> tuple[int, int] | None:
+def train_band(df: pd.DataFrame) -> tuple[int, int] | None:
+    """(smallest, largest) training resolution over the rows' models, or None."""
     res = [int(r) for s in df["train_resolutions"].dropna().astype(str) for r in s.split("/") if r]
     return (min(res), max(res)) if res else None
 
 
-def plot_metrics(df: pd.DataFrame, out: Path, title: str) -> None:
-    """Fig. 2: sampled resolution vs FID (and KID), one line per model, seed-set error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    agg = aggregate(df)
-    panels = [c for c in ("fid", "kid") if c in metric_columns(df)]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), dpi=150, squeeze=False)
-    band = _train_band(agg[agg["adapter"] != "bilinear"])
-    n = int(df["n"].min())
-    for ax, col in zip(axes[0], panels):
-        if band:
-            ax.axvspan(band[0], band[1], color="tab:green", alpha=0.12,
-                       label=f"training resolutions {band[0]}-{band[1]}")
-            ax.axvline(band[1], color="tab:green", ls="--", lw=1)
-            for k, ls in ((1.66, ":"), (2.0, "-.")):
-                if band[1] * k <= agg["sample_resolution"].max():
-                    ax.axvline(band[1] * k, color="grey", ls=ls, lw=0.8)
-                    ax.text(band[1] * k, 1.0, f" {k:g}x", transform=ax.get_xaxis_transform(), va="top",
-                            fontsize=7, color="grey")
-        for name, g in agg.groupby("model", sort=False):
-            g = g.sort_values("sample_resolution")
-            y, err = g[col].to_numpy(), g[f"{col}_std"].fillna(0).to_numpy()
-            if col == "kid":  # KID is unbiased and can dip below zero; keep the log axis honest
-                y = np.clip(y, 1e-5, None)
-            ax.errorbar(g["sample_resolution"], y, yerr=err if g["seed_sets"].max() > 1 else None,
-                        marker="o", capsize=3, label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("sampled resolution (px)")
-        biased = " (biased at this N)" if col == "fid" and n < BIASED_FID_N else ""
-        ax.set_ylabel(f"{METRICS[col][0]} ({df['fid_mode'].iloc[0]} mode, N={n}){biased}")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if "seed_set" not in df.columns:
+        df["seed_set"] = 0
+    # read_csv turns a column of single resolutions into ints; keep one spelling
+    df["train_resolutions"] = df["train_resolutions"].astype(str)
+    return df
 
 
-def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, per_cell: int = 2) -> None:
-    """One row per model, one column per sampled resolution, same seeds in every cell."""
-    import matplotlib
+def _impl(df: pd.DataFrame) -> str:
+    return f"clean-fid {df['fid_mode'].iloc[0]} mode"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(df["model"]))
-    grid = sorted(df["sample_resolution"].unique())
-    seed_set = int(df["seed_set"].min()) if "seed_set" in df.columns else 0
-    fig, axes = plt.subplots(len(models), len(grid), figsize=(0.4 + 1.1 * per_cell * len(grid),
-                                                              0.4 + 1.2 * len(models)), dpi=150, squeeze=False)
-    for i, m in enumerate(models):
-        for j, r in enumerate(grid):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            path = run_dir / "samples" / m / f"r{int(r):03d}_s{seed_set}.npz"
-            if path.is_file():
-                with np.load(path) as z:
-                    imgs = z["images"][:per_cell]
-                ax.imshow(np.concatenate(list(imgs), axis=1), interpolation="nearest")
-            if i == 0:
-                ax.set_title(f"{int(r)} px", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(m, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+# ---------------------------------------------------------------------- tables
 
 
 def _cell(row: pd.Series, col: str) -> str:
@@ -152,7 +105,70 @@ def metric_table(agg: pd.DataFrame, col: str) -> pd.DataFrame:
     return t.reset_index().fillna("")
 
 
-def markdown_table(cfg: SuiteConfig, df: pd.DataFrame) -> str:
+def reference_in_range(reference: Optional[pd.DataFrame], grid) -> pd.DataFrame:
+    """Reference rows whose sampled resolution lies inside the run's resolution range."""
+    if reference is None or not len(reference):
+        return pd.DataFrame()
+    lo, hi = min(grid), max(grid)
+    return reference[(reference["sample_resolution"] >= lo) & (reference["sample_resolution"] <= hi)]
+
+
+def table_rows(df: pd.DataFrame, col: str, reference: Optional[pd.DataFrame] = None) -> tuple[list[int], list[dict]]:
+    """Rows of one metric's model x resolution table, shared by table.md and table.tex.
+
+    Each row: label, train, kind ('run' or 'paper'), mean and cell (text) by
+    resolution, impl, N and source. Reference rows (FID only) are the paper's
+    numbers inside the run's resolution range; their resolutions join the columns.
+    """
+    agg = aggregate(df)
+    grid = sorted(int(r) for r in agg["sample_resolution"].unique())
+    ref = reference_in_range(reference, grid) if col == "fid" else pd.DataFrame()
+    res = sorted(set(grid) | {int(r) for r in ref.get("sample_resolution", [])})
+    rows = []
+    for name, g in agg.groupby("model", sort=False):
+        by_res = {int(r): row for r, (_, row) in zip(g["sample_resolution"], g.iterrows())}
+        rows.append({"label": name, "train": str(g["train_resolutions"].iloc[0]), "kind": "run",
+                     "adapter": g["adapter"].iloc[0],
+                     "mean": {r: by_res[r][col] for r in res if r in by_res and pd.notna(by_res[r][col])},
+                     "cell": {r: _cell(by_res[r], col) for r in res if r in by_res},
+                     "impl": _impl(df) if col in INCEPTION_METRICS else "", "N": f"{int(g['n'].min()):,}",
+                     "source": "this run"})
+    for label, g in (ref.groupby("label", sort=False) if len(ref) else []):
+        rows.append({"label": label, "train": str(g["train_resolutions"].iloc[0]), "kind": "paper", "adapter": "",
+                     "mean": dict(zip(g["sample_resolution"].astype(int), g["fid"])),
+                     "cell": {int(r): f"{v:.2f}" for r, v in zip(g["sample_resolution"], g["fid"])},
+                     "impl": g["fid_impl"].iloc[0], "N": describe_n(g["n_samples"].iloc[0]).removeprefix("N="),
+                     "source": "; ".join(dict.fromkeys(g["source"]))})
+    return res, rows
+
+
+def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame]) -> tuple[str, str]:
+    """(where this run's FID comes from, where the paper's comes from or why none is shown)."""
+    grid = sorted(int(r) for r in df["sample_resolution"].unique())
+    ours = (f"This run's FID is clean-fid's `{df['fid_mode'].iloc[0]}` mode (the `fid_mode` column of "
+            f"metrics.csv), N = {int(df['n'].min()):,} per seed set.")
+    ref_name = cfg.report.reference
+    if ref_name is None:
+        kind = getattr(cfg.dataset, "kind", "")
+        what = (f"the {kind} dataset is generated by this project, so no published numbers exist for it"
+                if kind == "toyfaces" else "this suite names no published dataset (report.reference), so no "
+                "published numbers are shown")
+        return ours, f"{what[0].upper() + what[1:]}; bench/reference/paper_numbers.csv has {', '.join(labels())}."
+    shown = reference_in_range(reference, grid)
+    if not len(shown):
+        lo, hi = (int(reference["sample_resolution"].min()), int(reference["sample_resolution"].max())) \
+            if reference is not None and len(reference) else (None, None)
+        return ours, (f"The published numbers for {ref_name} lie at {lo}-{hi} px, outside this run's "
+                      f"{grid[0]}-{grid[-1]} px, so none are shown.")
+    impls = "; ".join(f"{label}: {impl}, {describe_n(n)}, {src}" for label, impl, n, src in
+                      shown.drop_duplicates("label")[["label", "fid_impl", "n_samples", "source"]].itertuples(
+                          index=False))
+    return ours, (f"Rows marked `paper:` are published numbers for {ref_name} from "
+                  f"bench/reference/paper_numbers.csv, each with its own FID implementation and N ({impls}); "
+                  "different implementations and N, so compare orderings, not values.")
+
+
+def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> str:
     agg = aggregate(df)
     n, sets = int(df["n"].min()), int(agg["seed_sets"].max())
     parts = [f"# {cfg.name}: metrics by sampled resolution\n",
@@ -165,19 +181,93 @@ def markdown_table(cfg: SuiteConfig, df: pd.DataFrame) -> str:
                      "so KID (unbiased) leads; read FID only as a ranking at equal N.")
     for col in lead_metrics(df):
         label, lower, _ = METRICS[col]
-        t = metric_table(agg, col)
-        cols = list(t.columns)
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for _, row in t.iterrows()]
+        res, rows = table_rows(df, col, reference)
+        extra = any(r["kind"] == "paper" for r in rows)
+        head = ["model", "train_resolutions", *map(str, res)] + (["FID implementation", "N", "source"] if extra else [])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["label"], r["train"], *[r["cell"].get(x, "") for x in res]]
+            cells += [r["impl"], r["N"], r["source"]] if extra else []
+            lines.append("| " + " | ".join(cells) + " |")
         note = " (biased at this N)" if col == "fid" and n < BIASED_FID_N else ""
-        parts.append(f"## {label}{note}, {'lower' if lower else 'higher'} is better\n\n" + "\n".join(lines))
+        text = f"## {label}{note}, {'lower' if lower else 'higher'} is better\n\n" + "\n".join(lines)
+        if col == "fid":
+            text += "\n\n" + " ".join(reference_note(cfg, df, reference))
+        parts.append(text)
     return "\n\n".join(parts) + "\n"
+
+
+def tidy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """table.csv: one row per (model, sampled resolution, metric), aggregated over seed sets."""
+    agg = aggregate(df)
+    out = []
+    for col in lead_metrics(df):
+        t = agg[KEYS + ["seed_sets", "n"]].assign(metric=col, mean=agg[col], std=agg[f"{col}_std"],
+                                                  fid_impl=_impl(df) if col in INCEPTION_METRICS else "")
+        out.append(t[t["mean"].notna()])
+    return pd.concat(out, ignore_index=True)[TIDY_COLUMNS]
+
+
+TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$"}
+
+
+def _tex(s: str) -> str:
+    return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
+
+
+def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> str:
+    """table.tex: one booktabs tabular per metric, model x sampled resolution, best per column in bold.
+
+    "Best" is among this run's trained models, as in the generated findings:
+    bilinear baselines upsample other images, and the paper's rows used another
+    FID implementation and N (they are listed below a rule), so neither is bolded.
+    """
+    n = int(df["n"].min())
+    out = [f"% {cfg.name}: generated by `bench report` from metrics.csv; needs \\usepackage{{booktabs}}.", ""]
+    for col in lead_metrics(df):
+        label, lower, fmt = METRICS[col]
+        res, rows = table_rows(df, col, reference)
+        run = [r for r in rows if r["kind"] == "run"]
+        run = [r for r in run if r["adapter"] != "bilinear"] or run
+        best = {}
+        for x in res:
+            vals = [r["mean"][x] for r in run if x in r["mean"]]
+            if vals:
+                best[x] = fmt.format(min(vals) if lower else max(vals))
+        caption = (f"{_tex(cfg.name)}: {_tex(label)} ({'lower' if lower else 'higher'} is better) by sampled "
+                   f"resolution; {_tex(_impl(df)) if col in INCEPTION_METRICS else 'pixels'}, N={n:,} per seed set"
+                   f"{', biased at this N' if col == 'fid' and n < BIASED_FID_N else ''}; best trained model in bold "
+                   "(bilinear baselines and published rows are not ranked).")
+        if any(r["kind"] == "paper" for r in rows):
+            caption += " Rows marked paper: published numbers, " + "; ".join(
+                f"{_tex(r['label'].removeprefix('paper: '))}: {_tex(r['impl'])}, N={_tex(r['N'])}"
+                for r in rows if r["kind"] == "paper") + "."
+        lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
+                 rf"\label{{tab:{cfg.name}-{col.replace('_', '-')}}}",
+                 r"\begin{tabular}{ll" + "r" * len(res) + "}", r"\toprule",
+                 rf" & & \multicolumn{{{len(res)}}}{{c}}{{sampled resolution (px)}} \\",
+                 rf"\cmidrule(lr){{3-{len(res) + 2}}}",
+                 "model & train (px) & " + " & ".join(map(str, res)) + r" \\", r"\midrule"]
+        previous = "run"
+        for r in rows:
+            if r["kind"] != previous:
+                lines.append(r"\midrule")
+                previous = r["kind"]
+            cells = []
+            for x in res:
+                c = _tex(r["cell"].get(x, ""))
+                if r in run and x in r["mean"] and fmt.format(r["mean"][x]) == best.get(x):
+                    c = r"\textbf{" + c + "}"
+                cells.append(c)
+            lines.append(" & ".join([_tex(r["label"]), _tex(r["train"]).replace("-", "--"), *cells]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+        out += lines
+    return "\n".join(out)
 
 
 def model_card_table(run_dir: Path) -> str:
     """Markdown table of the trained models' cards (parameters, GFLOPs, memory), if any."""
-    import json
-
     cards = {p.parent.name: json.loads(p.read_text())
              for p in sorted((run_dir / "checkpoints").glob("*/model_card.json"))}
     if not cards:
@@ -197,36 +287,132 @@ def model_card_table(run_dir: Path) -> str:
             f"memory: {method}.\n\n" + "\n".join(lines) + "\n")
 
 
+# ----------------------------------------------------------------------- index
+
+
+def environment_line(run_dir: Path) -> str:
+    path = run_dir / "environment.json"
+    if not path.is_file():
+        return "No environment.json in the run directory: device, versions and git commit unknown."
+    env = json.loads(path.read_text())
+    device = env.get("device", "?") + (f" ({env['device_name']})" if env.get("device_name") else "")
+    commit = env.get("git_commit") or "unknown"
+    dirty = ", with uncommitted changes" if env.get("git_dirty") else ""
+    v = env.get("versions", {})
+    return (f"Device {device}; torch {v.get('torch', '?')}, clean-fid {v.get('clean-fid', '?')}, "
+            f"Python {env.get('python', '?')}; git commit `{commit[:12]}`{dirty}; started {env.get('time', '?')} "
+            "([environment.json](environment.json)).")
+
+
+def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame]) -> str:
+    agg = aggregate(df)
+    band = train_band(agg[agg["adapter"] != "bilinear"])
+    top = int(agg["sample_resolution"].max())
+    parts = []
+    if band:
+        parts.append(f"training resolutions {band[0]}-{band[1]} px shaded, dashed line at {band[1]} px")
+        marks = [f"{k:g}x = {band[1] * k:.0f} px" for k in (1.66, 2.0) if band[1] * k <= top]
+        if marks:
+            parts.append("grey lines at " + " and ".join(marks))
+    sets = int(agg["seed_sets"].max())
+    parts.append(f"error bars: std over {sets} seed sets" if sets > 1 else "one seed set, so no error bars")
+    if drawn:
+        parts.append(f"hollow squares: {drawn} published FID values (their own implementation and N; see the table)")
+    elif reference is not None and len(reference):
+        parts.append("no published value lies inside this run's resolution range")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def index_markdown(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame],
+                   findings: list[str], fig2_drawn: int, fig5: bool, fig5_notes: list[str],
+                   tables: str) -> str:
+    from bench.figures import fig5_models
+
+    res = int(df["sample_resolution"].max())
+    lead = METRICS[lead_metrics(df)[0]][0]
+    parts = [f"# {cfg.name}: report", cfg.description,
+             f"Run `{run_dir.name}` of the suite in [suite.yaml](suite.yaml). {environment_line(run_dir)} "
+             "Every number here comes from [metrics.csv](metrics.csv) (one row per model, resolution and seed set); "
+             "`bench report RUN_DIR` rebuilds this page from the run directory.",
+             f"## Findings\n\nGenerated from the numbers (lead metric: {lead}); no sentence here is written by "
+             "hand.\n\n" + "\n".join(f"- {s}" for s in findings),
+             "## Figure 2: sampled resolution vs FID and KID\n\n![Figure 2](fig2.png)\n\n"
+             + _fig2_caption(df, fig2_drawn, reference),
+             "## Samples (Figures 1 and 3)\n\n![samples](samples.png)\n\nEvery model at every sampled resolution, "
+             "from the first seed set; a column shows the same seeds in every row, at native relative size."]
+    if fig5:
+        bilinear, dfus, _ = fig5_models(cfg)
+        text = (f"## Figure 5: bilinear upsampling vs DFU vs real at {res} px\n\n![Figure 5](fig5.png)\n\n"
+                f"Rows: {bilinear} (bilinear), {', '.join(dfus)} (DFU), real images from the run's references.")
+        parts.append(text + "".join(f" Note: {n}." for n in fig5_notes))
+    else:
+        why = fig5_models(cfg)[2] or "; ".join(fig5_notes)
+        parts.append(f"## Figure 5\n\nNot drawn: {why}.")
+    body = tables.split("\n", 1)[1].strip()  # table.md without its title
+    parts.append("## Tables\n\n[table.md](table.md), [table.csv](table.csv) (tidy, one row per model, resolution "
+                 "and metric), [table.tex](table.tex) (booktabs, best trained model per column in bold).\n\n"
+                 + body.replace("\n## ", "\n### "))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+# ----------------------------------------------------------------------- write
+
+
 def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: Optional[Path] = None) -> Path:
-    """Write fig2.png, table.md and samples.png into the run dir (and copy to report_dir/<suite>/)."""
-    df = pd.DataFrame(rows)
-    if "seed_set" not in df.columns:
-        df["seed_set"] = 0
-    plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID")
+    """Write the report (REPORT_FILES) into the run dir and, given report_dir, into report_dir/<suite>/.
+
+    Returns the folder that holds the copy (report_dir/<suite>) or the run dir.
+    """
+    from bench.figures import fig5_models, fig5_panel, plot_metrics, sample_panel
+    from bench.summary import summarize
+
+    run_dir = Path(run_dir)
+    df = _frame(rows)
+    rc = cfg.report
+    reference = reference_frame(rc.reference, rc.reference_models)
+    panels = " and KID" if "kid" in metric_columns(df) else ""
+    drawn = plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID{panels}", reference)
     sample_panel(run_dir, df, run_dir / "samples.png")
-    table = markdown_table(cfg, df)
+    drawn5, notes = fig5_models(cfg)[2] is None, []
+    if drawn5:
+        drawn5, notes = fig5_panel(run_dir, cfg, df, run_dir / "fig5.png")
+    if not drawn5:  # an earlier report's figure would describe models or samples this run lacks
+        (run_dir / "fig5.png").unlink(missing_ok=True)
+    tables = markdown_table(cfg, df, reference)
     cards = model_card_table(run_dir)
-    if cards:
-        table += "\n" + cards
-    table += (f"\nRun `{run_dir.name}`: `environment.json` has versions, device and git commit; "
-              "`metrics.csv` has every number per seed set.\n")
-    write_text(run_dir / "table.md", table)
-    if report_dir is not None:
-        dest = Path(report_dir) / cfg.name
-        for name in ("fig2.png", "samples.png", "table.md", "metrics.csv", "suite.yaml", "environment.json"):
-            if (run_dir / name).is_file():
-                with atomic_path(dest / name) as tmp:
-                    shutil.copyfile(run_dir / name, tmp)
-        return dest
-    return run_dir
+    tables += ("\n" + cards if cards else "") + (
+        f"\nRun `{run_dir.name}`: `environment.json` has versions, device and git commit; "
+        "`metrics.csv` has every number per seed set.\n")
+    write_text(run_dir / "table.md", tables)
+    with atomic_path(run_dir / "table.csv") as tmp:
+        tidy_table(df).to_csv(tmp, index=False)
+    write_text(run_dir / "table.tex", latex_tables(cfg, df, reference))
+    # pair paper models with suite models by name where the suite gives no mapping
+    known = labels().get(rc.reference, [])
+    mapping = rc.reference_models or {m.name: m.name for m in cfg.models if m.name in known}
+    shown = reference_in_range(reference, df["sample_resolution"])
+    findings = summarize(aggregate(df), lead_metrics(df)[0], shown if len(shown) else None, mapping)
+    if not len(shown):
+        findings.append(reference_note(cfg, df, reference)[1])
+    write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, drawn5, notes,
+                                                    tables))
+    if report_dir is None:
+        return run_dir
+    dest = Path(report_dir) / cfg.name
+    for name in REPORT_FILES + COPIED_FILES:
+        if (run_dir / name).is_file():
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(run_dir / name, tmp)
+        elif name in REPORT_FILES:
+            (dest / name).unlink(missing_ok=True)
+    return dest
 
 
 def summary_table(cfg: SuiteConfig, rows: list[dict]):
     from rich.table import Table
 
-    df = pd.DataFrame(rows)
-    if "seed_set" not in df.columns:
-        df["seed_set"] = 0
+    df = _frame(rows)
     col = lead_metrics(df)[0]
     t = metric_table(aggregate(df), col)
     table = Table(title=f"{cfg.name}: {METRICS[col][0]} ({df['fid_mode'].iloc[0]}, N={int(df['n'].min())}) "

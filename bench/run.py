@@ -420,6 +420,14 @@ class Runner:
         n = min(self.cfg.sample.n, len(self.plan.dataset))
         return self.plan.dataset.images(list(range(n)), res)
 
+    def _keep_references(self, res: int, real: np.ndarray, k: int = 8) -> None:
+        """references/rNNN.npz: a few real images, so reports (Fig. 5) never reopen the dataset."""
+        path = self.dir / "references" / f"r{res:03d}.npz"
+        if self.rank == 0 and not path.is_file():
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, images=real[:k], indices=np.arange(min(k, len(real))))
+
     def _scores(self, real: np.ndarray, fake: np.ndarray, res: int, label: str) -> dict:
         """Every requested metric of one generated set against the reference set."""
         from bench import metrics as M
@@ -454,6 +462,7 @@ class Runner:
         rows = []
         for res in self.cfg.sample.resolutions:
             real = self.reference_images(res)
+            self._keep_references(res, real)
             for m in self.cfg.models:
                 for s in self.cfg.sample.seeds:
                     fake = self.samples(m.name, res, s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,8 +49,12 @@ def test_second_run_computes_no_reference_features(smoke_runs):
 
 def test_run_writes_every_output(smoke_runs):
     d = smoke_runs / "first"
-    for name in ("suite.yaml", "environment.json", "metrics.csv", "fig2.png", "table.md", "samples.png"):
+    for name in ("suite.yaml", "environment.json", "metrics.csv", "fig2.png", "table.md", "samples.png",
+                 "fig5.png", "table.csv", "table.tex", "index.md"):
         assert (d / name).is_file(), name
+    for res in (16, 24, 32):  # real images for the Fig. 5 panel, kept so reports never reopen the dataset
+        with np.load(d / "references" / f"r{res:03d}.npz") as z:
+            assert z["images"].shape == (8, res, res, 3) and z["images"].dtype == np.uint8
     env = json.loads((d / "environment.json").read_text())
     assert env["versions"]["torch"] and env["device"]
     for model in ("unet-multires", "dfu"):
@@ -92,5 +97,6 @@ def test_rerun_with_changed_suite_is_refused(smoke_runs, run_cli, tmp_path):
 def test_report_rebuilds_from_metrics(smoke_runs, run_cli, tmp_path):
     code, out, err = run_cli("report", str(smoke_runs / "first"), "--report-dir", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "smoke" / "fig2.png").is_file()
+    assert (tmp_path / "smoke" / "fig2.png").is_file() and (tmp_path / "smoke" / "fig5.png").is_file()
     assert "| unet-multires |" in (tmp_path / "smoke" / "table.md").read_text()
+    assert "dfu vs unet-multires" in (tmp_path / "smoke" / "index.md").read_text()

@@ -1,0 +1,357 @@
+"""Reports from a hand-made run directory: every file, tables, paper rows, and the generated findings.
+
+The run directory is built in tmp_path with known numbers (2 seed sets, N = 50,
+so KID leads): above the largest training resolution (64 px) DFU is better at
+96 px and worse at 128 px, where its KID is 4x its value at 64 px (a collapse).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from bench.config import parse_suite
+from bench.errors import BenchError
+from bench.report import COPIED_FILES, REPORT_FILES, aggregate, write_report
+from bench.summary import summarize
+
+GRID = [32, 64, 96, 128]
+KID = {"unet-multires": [0.010, 0.012, 0.030, 0.020], "dfu": [0.008, 0.010, 0.020, 0.040],
+       "bilinear-up": [0.050, 0.050, 0.050, 0.050]}
+FID = {"unet-multires": [22.0, 26.0, 35.0, 40.0], "dfu": [20.0, 25.0, 30.0, 60.0],
+       "bilinear-up": [80.0, 80.0, 80.0, 80.0]}
+ADAPTER = {"unet-multires": "unet", "dfu": "dfu", "bilinear-up": "bilinear"}
+TRAIN = {"unet-multires": "32/64", "dfu": "32/64", "bilinear-up": "64"}
+MAPPING = {"dfu": "dfu", "unet-multires": "unet-multires"}
+
+
+def suite(report: dict | None = None, models=("unet-multires", "dfu", "bilinear-up")) -> dict:
+    train = {"resolutions": [32, 64], "steps": 10}
+    specs = {"unet-multires": {"adapter": "unet", "train": train}, "dfu": {"adapter": "dfu", "train": train},
+             "bilinear-up": {"adapter": "bilinear", "source": "dfu", "base_resolution": 64}}
+    data = {"name": "fake", "description": "hand-made numbers for report tests", "dataset": {"kind": "toyfaces"},
+            "models": [{"name": m, **specs[m]} for m in models],
+            "sample": {"resolutions": GRID, "n": 50, "seeds": [0, 1]}}
+    if report is not None:
+        data["report"] = report
+    return data
+
+
+def make_run(run_dir: Path, data: dict) -> Path:
+    """A finished run's files: metrics.csv, suite.yaml, environment.json, samples/, references/, model cards."""
+    cfg = parse_suite(data)
+    rng = np.random.default_rng(0)
+    rows = []
+    for j, r in enumerate(GRID):
+        ref = rng.integers(0, 256, (8, r, r, 3), dtype=np.uint8)
+        (run_dir / "references").mkdir(parents=True, exist_ok=True)
+        np.savez(run_dir / "references" / f"r{r:03d}.npz", images=ref, indices=np.arange(8))
+        for m in (m.name for m in cfg.models):
+            for s, k in ((0, 0.9), (1, 1.1)):  # seed sets at -10% and +10%: mean is the value
+                rows.append({"model": m, "adapter": ADAPTER[m], "train_resolutions": TRAIN[m],
+                             "sample_resolution": r, "seed_set": s, "n": 50, "n_ref": 50,
+                             "fid": FID[m][j] * k, "kid": KID[m][j] * k, "fid_mode": "clean", "seconds": 1.0})
+                folder = run_dir / "samples" / m
+                folder.mkdir(parents=True, exist_ok=True)
+                np.savez(folder / f"r{r:03d}_s{s}.npz", images=rng.integers(0, 256, (4, r, r, 3), dtype=np.uint8),
+                         seeds=np.arange(s * 50, s * 50 + 4), seconds=1.0)
+    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+    (run_dir / "suite.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (run_dir / "environment.json").write_text(json.dumps({
+        "time": "2026-01-01T00:00:00+00:00", "git_commit": "0123456789abcdef0123", "git_dirty": False,
+        "python": "3.11.7", "device": "cuda:0", "device_name": "Fake GPU 80GB",
+        "versions": {"torch": "9.9.9", "clean-fid": "0.1.35"}}))
+    card = {"arch": "cpu-tiny", "mode": "dual", "params_total": 1000, "params_spectral": 600, "params_spatial": 400,
+            "flops_per_forward": {str(r): 1e9 * r for r in GRID}, "train_step_memory": None}
+    (run_dir / "checkpoints" / "dfu").mkdir(parents=True)
+    (run_dir / "checkpoints" / "dfu" / "model_card.json").write_text(json.dumps(card))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def lsun_report(tmp_path_factory):
+    """`bench report RUN --report-dir OUT` on a run whose suite names the LSUN-Church numbers."""
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("lsun")
+    run = make_run(root / "results" / "fake" / "run1", suite({"reference": "lsun_church",
+                                                              "reference_models": MAPPING}))
+    assert main(["report", str(run), "--report-dir", str(root / "reports")]) == 0
+    return run, root / "reports" / "fake"
+
+
+@pytest.fixture(scope="module")
+def plain_report(tmp_path_factory):
+    """The same numbers from a suite that names no published dataset (toyfaces)."""
+    root = tmp_path_factory.mktemp("plain")
+    run = make_run(root / "run1", suite())
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    dest = write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"), root / "reports")
+    return run, dest
+
+
+def section(md: str, title: str) -> str:
+    """The text of a Markdown section, up to the next heading of any level."""
+    start = md.index(title)
+    nxt = re.search(r"\n#+ ", md[start + len(title):])
+    return md[start: start + len(title) + (nxt.start() if nxt else len(md))]
+
+
+# ------------------------------------------------------------------- files
+
+
+def test_every_file_in_run_dir_and_report_dir(lsun_report):
+    run, dest = lsun_report
+    for folder in (run, dest):
+        for name in REPORT_FILES + COPIED_FILES:
+            assert (folder / name).is_file(), f"{folder}/{name}"
+        assert not list(folder.rglob("*.tmp")) and not list(folder.rglob(".*.tmp")), "temporary files left"
+    for name in ("fig2.png", "samples.png", "fig5.png"):
+        assert (run / name).read_bytes() == (dest / name).read_bytes()
+        with Image.open(dest / name) as im:
+            assert im.width >= 600 and im.height >= 300, (name, im.size)
+
+
+def test_report_dir_defaults_to_reports_in_cwd(tmp_path, run_cli, monkeypatch):
+    run = make_run(tmp_path / "results" / "fake" / "r", suite())
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("report", str(run))
+    assert code == 0, err
+    assert (tmp_path / "reports" / "fake" / "index.md").is_file()
+    assert out.strip() == str(Path("reports") / "fake")
+
+
+def test_samples_panel_keeps_native_relative_size(lsun_report):
+    """Columns hold k = largest // r images (at most 4) at native size: 4x32, 2x64, 1x96, 1x128."""
+    _, dest = lsun_report
+    idx = (dest / "index.md").read_text()
+    assert "native relative size" in idx
+    from bench.figures import _compose
+
+    cells = [[[np.zeros((r, r, 3), np.uint8)] * k for r, k in zip(GRID, (4, 2, 1, 1))]]
+    canvas, xs, ys = _compose(cells, gap=8)
+    # widths 4*32+3*4, 2*64+4, 96, 128 and 3 gaps of 8
+    assert canvas.shape == (128, 140 + 132 + 96 + 128 + 3 * 8, 3)
+
+
+# ------------------------------------------------------------------ tables
+
+
+def test_latex_tables(lsun_report):
+    _, dest = lsun_report
+    tex = (dest / "table.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 2  # KID and FID
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 2
+    fid = next(t for t in tex.split(r"\begin{table}") if r"\label{tab:fake-fid}" in t)
+    body = [l for l in fid.splitlines() if l.endswith(r"\\") and not l.startswith(("model", " &"))]
+    assert [l.split(" & ")[0] for l in body] == ["unet-multires", "dfu", "bilinear-up", "paper: dfu",
+                                                 "paper: unet-multires"]
+    cells = {l.split(" & ")[0]: l.removesuffix(r" \\").split(" & ")[2:] for l in body}
+    # lowest FID of a trained model in each column (32, 64, 96: dfu; 128: unet-multires) is bold
+    assert [c.startswith(r"\textbf{") for c in cells["dfu"]] == [True, True, True, False]
+    assert [c.startswith(r"\textbf{") for c in cells["unet-multires"]] == [False, False, False, True]
+    assert cells["dfu"][0] == r"\textbf{20.00 $\pm$ 2.83}"  # mean of 18 and 22, sample std
+    assert not any(r"\textbf" in c for c in cells["bilinear-up"] + cells["paper: dfu"])
+    assert cells["paper: dfu"] == ["1.31", "2.40", "3.43", "4.86"]
+    assert cells["paper: unet-multires"][1] == ""  # the authors logged no 64 px value
+    assert "edm-fid" in fid and r"fake: FID" in fid and "32--96" in fid
+
+
+def test_reference_rows_only_for_matching_suites(lsun_report, plain_report):
+    md = (lsun_report[1] / "table.md").read_text()
+    fid, kid = section(md, "## FID"), section(md, "## KID")
+    assert "| paper: dfu | 32-96 | 1.31 | 2.40 | 3.43 | 4.86 | edm-fid | 50k |" in fid
+    assert "fid_results_dual.txt" in fid and "| dfu | 32/64 |" in fid and "| this run |" in fid
+    assert "clean-fid's `clean` mode" in fid and "edm-fid" in fid
+    assert "paper:" not in kid
+    plain = (plain_report[1] / "table.md").read_text()
+    assert "paper:" not in plain and "paper" not in (plain_report[1] / "table.tex").read_text()
+    assert "no published numbers exist" in section(plain, "## FID")
+    assert "no published numbers exist" in (plain_report[1] / "index.md").read_text()
+
+
+def test_reference_outside_the_grid_is_named_not_drawn(tmp_path):
+    run = make_run(tmp_path / "run", suite({"reference": "ffhq"}))  # FFHQ: one number, at 160 px
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    md, idx = (run / "table.md").read_text(), (run / "index.md").read_text()
+    assert "paper:" not in md
+    assert "lie at 160-160 px, outside this run's 32-128 px" in md
+    assert "no published value lies inside this run's resolution range" in idx
+    assert "Published numbers for ffhq" not in idx  # nothing to compare, so no comparison sentences
+
+
+def test_csv_round_trips(lsun_report):
+    run, dest = lsun_report
+    t = pd.read_csv(dest / "table.csv")
+    assert list(t.columns) == ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std",
+                               "seed_sets", "n", "fid_impl"]
+    assert len(t) == 3 * len(GRID) * 2 and set(t["metric"]) == {"kid", "fid"}
+    assert (t["seed_sets"] == 2).all() and (t["n"] == 50).all() and (t["fid_impl"] == "clean-fid clean mode").all()
+    agg = aggregate(pd.read_csv(run / "metrics.csv"))
+    for metric in ("kid", "fid"):
+        mine = t[t["metric"] == metric].set_index(["model", "sample_resolution"])
+        for _, row in agg.iterrows():
+            got = mine.loc[(row["model"], row["sample_resolution"])]
+            assert got["mean"] == pytest.approx(row[metric]) and got["std"] == pytest.approx(row[f"{metric}_std"])
+    assert t.set_index(["model", "sample_resolution", "metric"]).loc[("dfu", 128, "kid"), "mean"] == pytest.approx(0.04)
+
+
+# ------------------------------------------------------------------- index
+
+
+def test_index_puts_it_together(lsun_report):
+    _, dest = lsun_report
+    idx = (dest / "index.md").read_text()
+    for link in ("(fig2.png)", "(samples.png)", "(fig5.png)", "(table.md)", "(table.csv)", "(table.tex)",
+                 "(suite.yaml)", "(environment.json)", "(metrics.csv)"):
+        assert link in idx, link
+    assert "Run `run1`" in idx and "cuda:0 (Fake GPU 80GB)" in idx and "torch 9.9.9" in idx
+    assert "`0123456789ab`" in idx
+    assert "### Model cards" in idx and "| dfu | cpu-tiny (dual) | 1,000 |" in idx
+    findings = section(idx, "## Findings")
+    assert ("above 64 px: dfu is better at 96 px (dfu 0.0200, unet-multires 0.0300); "
+            "unet-multires is better at 128 px (dfu 0.0400, unet-multires 0.0200)") in findings
+    assert "dfu collapses at 128 px (0.0400 = 4.0x its 0.0100 at 64 px)" in findings
+    assert "more than 3x its KID" in findings  # the rule is stated
+    assert "the orderings agree at 2 of 3" in findings
+    assert "Bilinear baseline bilinear-up does not beat the best trained model at any sampled resolution." in findings
+    assert "hollow squares: 7 published FID values" in idx
+
+
+def test_fig5_skipped_without_bilinear(tmp_path):
+    run = make_run(tmp_path / "run", suite(models=("unet-multires", "dfu")))
+    (run / "fig5.png").write_bytes(b"stale")
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    assert not (run / "fig5.png").exists()
+    idx = (run / "index.md").read_text()
+    assert "Not drawn: the suite has no bilinear model (adapter bilinear)." in idx
+    assert "(fig5.png)" not in idx
+
+
+def test_fig5_without_kept_references_says_so(tmp_path):
+    run = make_run(tmp_path / "run", suite())
+    (run / "references" / "r128.npz").unlink()
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    assert (run / "fig5.png").is_file()
+    assert "no real images (references/r128.npz)" in (run / "index.md").read_text()
+
+
+# ------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("report, message", [
+    ({"reference": "imagenet"}, "reference 'imagenet' is not a dataset"),
+    ({"reference": "lsun_church", "reference_models": {"dfu": "dfu-xl"}}, "'dfu-xl', not a model of lsun_church"),
+    ({"reference": "lsun_church", "reference_models": {"nope": "dfu"}}, "names nope, not a model of this suite"),
+    ({"reference_models": {"dfu": "dfu"}}, "reference_models needs reference"),
+    ({"reference": "lsun_church", "colour": 1}, "report.colour: unknown key"),
+])
+def test_report_config_errors_are_one_line(report, message):
+    with pytest.raises(BenchError) as exc:
+        parse_suite(suite(report))
+    assert message in str(exc.value) and len(str(exc.value).splitlines()) == 1
+
+
+# --------------------------------------------------------------- summarize
+
+
+def frame(values: dict[str, list], grid: list[int], adapters=None, train=None) -> pd.DataFrame:
+    """A hand-built aggregate frame: model -> KID per resolution (None = missing)."""
+    adapters = adapters or {}
+    train = train or {}
+    return pd.DataFrame([{"model": m, "adapter": adapters.get(m, {"dfu": "dfu"}.get(m, "unet")),
+                          "train_resolutions": train.get(m, "16/24/32"), "sample_resolution": r, "kid": v,
+                          "n": 80} for m, vs in values.items() for r, v in zip(grid, vs)])
+
+
+def test_summarize_dfu_better_at_40_48_worse_at_64():
+    agg = frame({"unet-multires": [0.30, 0.45, 0.44, 0.42], "dfu": [0.25, 0.40, 0.43, 0.61]}, [32, 40, 48, 64])
+    s = summarize(agg, "kid")
+    assert s[0] == ("Best trained model by KID (lower is better; N = 80 per point) at each sampled resolution: "
+                    "32 px dfu (0.2500); 40 px dfu (0.4000); 48 px dfu (0.4300); 64 px unet-multires (0.4200).")
+    assert s[1] == ("dfu vs unet-multires (both trained at 16/24/32 px) by KID, above 32 px: dfu is better at "
+                    "40 px (dfu 0.4000, unet-multires 0.4500) and 48 px (dfu 0.4300, unet-multires 0.4400); "
+                    "unet-multires is better at 64 px (dfu 0.6100, unet-multires 0.4200). "
+                    "At or below 32 px dfu is better at 1 of 1 resolutions.")
+    assert s[2].endswith("No trained model collapses under this rule; the largest ratio is 2.44x (dfu at 64 px).")
+    assert len(s) == 3
+
+
+def test_summarize_ties_print_equal():
+    agg = frame({"unet-multires": [0.30, 0.43191], "dfu": [0.25, 0.43188]}, [32, 48])
+    s = summarize(agg, "kid")
+    assert "48 px unet-multires and dfu tied (0.4319)" in s[0]
+    assert "above 32 px: they tie at 48 px (0.4319)." in s[1]
+
+
+def test_summarize_names_missing_values():
+    agg = frame({"unet-multires": [0.30, 0.40, 0.42], "dfu": [0.25, 0.38, None]}, [32, 48, 64])
+    s = summarize(agg, "kid")
+    assert "64 px unet-multires (0.4200)" in s[0]
+    assert ("above 32 px: dfu is better at 48 px (dfu 0.3800, unet-multires 0.4000); "
+            "not compared at 64 px (no value for dfu).") in s[1]
+    # nothing at all at a resolution, and no value at the largest training resolution
+    agg = frame({"unet-multires": [None, 0.40], "dfu": [None, 0.5]}, [32, 64])
+    s = summarize(agg, "kid")
+    assert "32 px no value" in s[0]
+    assert "Not assessed: unet-multires (no KID at 32 px) and dfu (no KID at 32 px)." in s[-1]
+
+
+def test_summarize_collapse_rule_is_strict_and_skips_bilinear():
+    agg = frame({"dfu": [0.1, 0.3, 0.31], "up": [0.0001, 0.02, 0.03]}, [32, 48, 64], adapters={"up": "bilinear"},
+                train={"up": "32"})
+    s = summarize(agg, "kid")
+    collapse = [x for x in s if x.startswith("Collapse rule")][0]
+    assert "dfu collapses at 64 px (0.3100 = 3.1x its 0.1000 at 32 px)." in collapse
+    assert "48 px" not in collapse  # exactly 3x is not more than 3x
+    assert "up" not in collapse.split("resolution.", 1)[1]
+    assert "Bilinear baseline up beats the best trained model at 32, 48 and 64 px." in s
+    assert s[0].count("dfu") == 3  # a baseline is never the best trained model
+
+
+def test_summarize_against_the_paper():
+    from bench.paper import reference_frame
+
+    agg = frame({"unet-multires": [0.30, 0.50, 0.40], "dfu": [0.25, 0.40, 0.45]}, [32, 96, 128],
+                train={"unet-multires": "32/64/96", "dfu": "32/64/96"})
+    agg["fid"] = agg["kid"] * 100
+    agg["fid_mode"] = "clean"
+    ref = reference_frame("lsun_church", MAPPING)
+    s = summarize(agg, "kid", ref, MAPPING)
+    assert ("Published numbers for lsun_church come from edm-fid (N=50k); ours from clean-fid clean mode "
+            "(N = 80 per point)") in s[-3]
+    assert s[-2] == ("Best trained model here, dfu, against paper: dfu (FID, ours vs theirs): "
+                     "32 px 25.00 vs 1.31; 96 px 40.00 vs 3.43; 128 px 45.00 vs 4.86.")
+    assert s[-1] == ("dfu vs unet-multires by FID at the resolutions both sources have (32, 96 and 128 px): "
+                     "in the paper dfu is better at 32, 96 and 128 px; here dfu is better at 32 and 96 px; "
+                     "the orderings agree at 2 of 3.")
+    unmapped = summarize(agg, "kid", ref, {})
+    assert "has no counterpart among the published models" in unmapped[-1]
+
+
+def test_fig5_not_drawn_without_generated_samples(tmp_path):
+    run = make_run(tmp_path / "run", suite())
+    for m in ("bilinear-up", "dfu"):
+        (run / "samples" / m / "r128_s0.npz").unlink()
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    assert not (run / "fig5.png").exists()
+    assert "Not drawn: no samples of bilinear-up at 128 px in the run directory" in (run / "index.md").read_text()
+
+
+def test_samples_of_runs_before_seed_sets_are_found(tmp_path):
+    from bench.figures import sample_path
+
+    run = make_run(tmp_path / "run", suite())
+    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032_s0.npz"
+    (run / "samples" / "dfu" / "r032_s0.npz").rename(run / "samples" / "dfu" / "r032.npz")
+    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032.npz"
