@@ -201,7 +201,9 @@ class RuntimeConfig(Strict):
     needs a device with bf16 support, and torch.compile a working backend (inductor
     needs a C++ compiler on CPU and compiles once per resolution)."""
 
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="fp32: strict, TF32 off (the authors' setting); tf32: TF32 convolutions and "
+                            "matmuls on CUDA; bf16: bf16 autocast of the forward pass (TF32 elsewhere)")
     compile: bool = False
     compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, aot_eager")
 class ReportConfig(Strict):

@@ -10,7 +10,6 @@ the artefacts the figures are meant to show.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -216,18 +215,14 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int =
     return out
 
 
-FINETUNED = re.compile(r"fine-?tun|(^|[^a-z])ft([^a-z]|$)", re.IGNORECASE)
-
-
 def fig5_models(cfg: SuiteConfig) -> tuple[Optional[str], list[str], Optional[str]]:
     """(bilinear model, DFU models to show, why the figure is skipped or None).
 
-    DFU: the first model with adapter `dfu`, plus the first other `dfu` model whose
-    name says it is fine-tuned (contains 'finetune', 'fine-tune' or 'ft').
+    DFU: the first `dfu` model that is not a fine-tune, plus the first fine-tuned one.
     """
     bilinear = next((m.name for m in cfg.models if m.adapter == "bilinear"), None)
-    dfus = [m.name for m in cfg.models if m.adapter == "dfu"]
-    shown = dfus[:1] + [n for n in dfus[1:] if FINETUNED.search(n)][:1]
+    dfus = [m for m in cfg.models if m.adapter == "dfu"]
+    shown = [m.name for m in dfus if m.finetune is None][:1] + [m.name for m in dfus if m.finetune is not None][:1]
     missing = [what for what, ok in (("bilinear model (adapter bilinear)", bilinear),
                                      ("DFU model (adapter dfu)", dfus)) if not ok]
     why = f"the suite has no {' and no '.join(missing)}" if missing else None

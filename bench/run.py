@@ -491,6 +491,14 @@ class Runner:
         return rows
 
 
+def set_cuda_precision(precision: str) -> None:
+    """fp32 means fp32 on CUDA too: PyTorch's default lets cuDNN convolutions use TF32,
+    which the authors' training code switches off."""
+    tf32 = precision != "fp32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def new_run_dir(cfg: SuiteConfig, results: Path, run_id: Optional[str]) -> Path:
     run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(results) / cfg.name / run_id
@@ -502,6 +510,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     from bench import dist
 
     plan = plan_suite(cfg)
+    set_cuda_precision(cfg.runtime.precision)
     rank, world = dist.init(plan.device)
     # one run directory for all ranks: rank 0's clock names it
     run_dir = new_run_dir(cfg, results, dist.broadcast(run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")))

@@ -30,29 +30,10 @@ PAPER = {  # dataset name, grid, data resolutions, LR, Mimg per model (from the 
 }
 EDM_MODELS = ["unet-single96", "unet-multires", "dfu"]
 
-# The lead's ModelConfig.finetune is merged separately; until then the FFHQ
-# suite's dfu+finetune model does not validate, and the tests that need the whole
-# suite read a copy without it (or skip, for the end-to-end run).
-FINETUNE_PENDING = "finetune" not in ModelConfig.model_fields
-FINETUNE_SKIP = ("ModelConfig has no `finetune` field yet, so suites/ffhq_zero_shot.yaml (model dfu+finetune) "
-                 "does not validate; remove this skip once finetune support is merged")
-
-
-def loadable(path: Path, tmp_path: Path) -> Path:
-    """`path`, or while finetune is pending a copy of it without fine-tune models."""
-    data = yaml.safe_load(path.read_text())
-    if not FINETUNE_PENDING or not any("finetune" in m for m in data["models"]):
-        return path
-    data["models"] = [m for m in data["models"] if "finetune" not in m]
-    copy = tmp_path / path.name
-    copy.write_text(yaml.safe_dump(data, sort_keys=False))
-    return copy
-
-
 @pytest.mark.parametrize("path", [FFHQ, LSUN], ids=["ffhq", "lsun"])
 def test_paper_settings(path, tmp_path):
     name, grid, needed, lr, mimg = PAPER[path]
-    cfg = load_suite(loadable(path, tmp_path))
+    cfg = load_suite(path)
     assert (cfg.dataset.kind, cfg.dataset.name) == ("prepared", name) and cfg.dataset.source
     models = {m.name: m for m in cfg.models}
     assert set(EDM_MODELS + ["bilinear-data-96"]) <= set(models)
@@ -92,7 +73,7 @@ def test_ffhq_has_the_mixed_finetune_model():
 @pytest.mark.parametrize("path", [FFHQ, LSUN], ids=["ffhq", "lsun"])
 def test_run_without_data_stops_at_once_with_the_prepare_command(path, tmp_path):
     name, _, needed, _, _ = PAPER[path]
-    suite = loadable(path, tmp_path)
+    suite = path
     env = {**os.environ, "DFU_BENCH_DATA": str(tmp_path / "data")}
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "bench", "run", str(suite), "--results", str(tmp_path / "results")],
@@ -112,7 +93,7 @@ def test_run_without_data_stops_at_once_with_the_prepare_command(path, tmp_path)
 
 
 def test_scale_tiny_shrinks_everything_but_the_grid(tmp_path):
-    cfg = load_suite(loadable(FFHQ, tmp_path))
+    cfg = load_suite(FFHQ)
     assert scale_suite(cfg, "full") is cfg
     tiny = scale_suite(cfg, "tiny")
     assert tiny.name == "ffhq_zero_shot-tiny" and scale_suite(tiny, "tiny").name == tiny.name
@@ -168,7 +149,6 @@ def _faces_folder(folder: Path) -> Path:
 
 
 @pytest.mark.slow  # ~3 minutes on a loaded 2-core box: sampling to 192 px and Inception dominate
-@pytest.mark.skipif(FINETUNE_PENDING, reason=FINETUNE_SKIP)
 def test_ffhq_suite_at_tiny_scale_runs_end_to_end(tmp_path, run_cli, monkeypatch, one_thread):
     monkeypatch.setenv("DFU_BENCH_DATA", str(tmp_path / "data"))
     cfg = load_suite(FFHQ)
@@ -184,3 +164,8 @@ def test_ffhq_suite_at_tiny_scale_runs_end_to_end(tmp_path, run_cli, monkeypatch
     got = sorted((r["model"], int(r["sample_resolution"])) for r in rows)
     assert got == sorted((m.name, r) for m in cfg.models for r in cfg.sample.resolutions)
     assert all(int(r["n"]) == 8 and float(r["fid"]) >= 0 for r in rows)
+    # the paper's FFHQ number sits beside the fine-tuned DFU's in the report's tables
+    table = (run_dir / "table.md").read_text()
+    assert "paper: dfu+mixed-finetune" in table and "11.30" in table
+    for name in ("index.md", "fig2.png", "fig5.png", "samples.png", "table.tex", "table.csv"):
+        assert (run_dir / name).is_file(), name
