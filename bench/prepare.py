@@ -48,7 +48,7 @@ from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, FILTER_DESCRIPTION, M
                             decode_rgb, entry_name, resize_square, resolution_dir, shard_path, shown_path,
                             verify_image)
 from bench.errors import BenchError
-from bench.io import atomic_path, data_root, rank_info, write_json
+from bench.io import atomic_path, data_root, rank_info, sha256_file, write_json
 from bench.progress import console, progress
 
 PROGRESS_NAME = "prepare.json"
@@ -80,14 +80,6 @@ def _reason(err: Exception) -> str:
     # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): noise that changes every run
     text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(err))
     return " ".join(text.split()) or type(err).__name__
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _listing_digest(folder: ImageFolder) -> str:
@@ -185,7 +177,7 @@ def _finished(dest: Path, resolution: int, shard: int, count: int, checksum: boo
     meta = _read_json(side)
     if meta is None or meta.get("count") != count or meta.get("bytes") != archive.stat().st_size:
         return None
-    if checksum and _sha256(archive) != meta.get("sha256"):
+    if checksum and sha256_file(archive) != meta.get("sha256"):
         return None
     return meta
 
@@ -225,7 +217,7 @@ def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: i
         archive = dest / shard_path(r, shard)
         write_json(_sidecar_path(dest, r, shard),
                    {"file": shard_path(r, shard), "resolution": r, "shard": shard, "first": lo, "count": hi - lo,
-                    "bytes": archive.stat().st_size, "sha256": _sha256(archive)})
+                    "bytes": archive.stat().st_size, "sha256": sha256_file(archive)})
 
 
 # ----------------------------------------------------------------------------
