@@ -90,14 +90,8 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     """
     from bench.datasets import DEFAULT_SHARD_SIZE
     from bench.prepare import parse_resolutions, prepare
-    from bench.progress import console
 
-    try:
-        prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
-    except KeyboardInterrupt:
-        # typer turns Ctrl-C into exit 130 without a word; say how to continue
-        console.print("interrupted; run the same command again to resume from the finished shards")
-        raise
+    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
 
 
 @app.command()
@@ -283,9 +277,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for line in str(exc).splitlines():
                 print(f"error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; re-run with the same --run-id to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # raised outside typer's command call
+        rv = 130
     except Exception as exc:  # click's usage errors
         import click
 
@@ -295,6 +288,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(exc, click.exceptions.Exit):
             return exc.exit_code
         raise
+    if rv == 130:  # typer turns Ctrl-C inside a command into a silent exit code 130
+        print("interrupted; run the same command again to resume from the last checkpoint or finished shard "
+              "(bench run: with the same --run-id)", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
 

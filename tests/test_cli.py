@@ -84,3 +84,15 @@ def test_missing_suite_file(run_cli, tmp_path):
 def test_report_of_unfinished_run(run_cli, tmp_path):
     code, _, err = run_cli("report", str(tmp_path))
     assert code == 2 and "metrics.csv" in err
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, run_cli, tmp_path):
+    import bench.run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.run, "run_suite", interrupted)
+    smoke = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
+    code, _, err = run_cli("run", str(smoke), "--results", str(tmp_path))
+    assert code == 130 and "run the same command again to resume" in err and "--run-id" in err
