@@ -64,6 +64,8 @@ class TrainConfig(Strict):
     ema_halflife_kimg: float = Field(2.0, gt=0, description="EMA half-life in thousands of images")
     ema_rampup: Optional[float] = Field(0.05, gt=0, description="half-life <= rampup * images seen")
     dropout: Optional[float] = Field(None, ge=0, lt=1)
+    augment: Optional[float] = Field(None, gt=0, le=1, description="EDM geometric augmentation probability "
+                                     "(the authors: 0.12); needs the 9-dim augment label embedding")
     checkpoint_every: Optional[int] = Field(None, gt=0)
     checkpoint_every_kimg: Optional[float] = Field(None, gt=0, description="checkpoint interval in kimg")
     data_warmup_kimg: float = Field(0.0, ge=0, description="first K thousand images only at <= data_warmup_max_resolution")

@@ -112,6 +112,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                 overrides = dict(m.arch_overrides)
                 if m.train.dropout is not None:
                     overrides["dropout"] = m.train.dropout
+                if _augmented(cfg, m):  # EDM's pipe conditions the network on 9 augmentation labels
+                    overrides.setdefault("augment_dim", 9)
                 # initial weights depend on the suite seed and the model's name only
                 torch.manual_seed(zlib.crc32(f"{cfg.seed}:{m.name}".encode()))
                 adapter = cls(m.arch or "cpu-tiny", overrides, device=plan.device,
@@ -122,6 +124,9 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                 continue
             if m.finetune is not None:
                 problems += _finetune_problems(plan, m, i, adapter)
+            if m.train.augment and adapter.arch.augment_dim != 9:
+                problems.append(f"{where}.arch_overrides.augment_dim: train.augment needs the 9-dim augmentation "
+                                f"label embedding, not {adapter.arch.augment_dim}; remove the override")
             for r in sorted(set(m.train.resolutions) | set(cfg.sample.resolutions)):
                 p = adapter.resolution_problem(r)
                 if p:
@@ -152,6 +157,14 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     return plan
 
 
+def _augmented(cfg: SuiteConfig, m: ModelConfig) -> bool:
+    """Trained with augmentation, or fine-tuning a model that was (same network)."""
+    if m.train is not None and m.train.augment:
+        return True
+    base = next((b for b in cfg.models if m.finetune is not None and b.name == m.finetune.base), None)
+    return base is not None and _augmented(cfg, base)
+
+
 def _finetune_problems(plan: Plan, m: ModelConfig, i: int, adapter: EDMAdapter) -> list[str]:
     """A fine-tune must start from a trainable model listed before it with the same network."""
     ft, where = m.finetune, f"models.{i} ({m.name}).finetune"
@@ -163,8 +176,8 @@ def _finetune_problems(plan: Plan, m: ModelConfig, i: int, adapter: EDMAdapter) 
         return [f"{where}.base: {ft.base!r} is not trained (adapter {base.adapter}); name a unet or dfu model"]
     if ft.base not in plan.adapters:
         return []  # the base's own problems are reported already
-    if (base.adapter, base.arch or "cpu-tiny", base.arch_overrides) != (m.adapter, m.arch or "cpu-tiny",
-                                                                        m.arch_overrides):
+    same = lambda a: a.replace(dropout=0.0)  # dropout is a training setting, not part of the weights
+    if base.adapter != m.adapter or same(plan.adapters[ft.base].arch) != same(adapter.arch):
         return [f"{where}.base: {ft.base!r} has another adapter or architecture; a fine-tune continues "
                 "the same network, so copy its adapter, arch and arch_overrides"]
     problems = []
@@ -211,7 +224,7 @@ def train_settings(plan: Plan, m: ModelConfig, dataset_size: int) -> TrainSettin
                          data_warmup_kimg=t.data_warmup_kimg,
                          data_warmup_max_resolution=t.data_warmup_max_resolution,
                          micro_batch=tuple(sorted(t.micro_batch.items())) or None,
-                         upsampled=upsampled, frozen=frozen, precision=plan.cfg.runtime.precision,
+                         upsampled=upsampled, frozen=frozen, augment=t.augment, precision=plan.cfg.runtime.precision,
                          compile_backend=plan.cfg.runtime.compile_backend if plan.cfg.runtime.compile else None)
 
 

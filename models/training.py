@@ -45,6 +45,7 @@ class TrainSettings:
     frozen: tuple[str, ...] = ()
     precision: str = "fp32"  # or "bf16": autocast of the forward pass (weights, Adam and EMA stay fp32)
     compile_backend: Optional[str] = None  # torch.compile the training forward with this backend
+    augment: Optional[float] = None  # EDM's geometric augmentation with probability p (models/augment.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +167,14 @@ class Trainer:
         b = len(idx)
         lo, hi = b * self.rank // self.world, b * (self.rank + 1) // self.world
         images = batch_fn(idx[lo:hi], res).to(self.device)
+        extra = {}
+        if s.augment:  # parameters drawn for the whole global batch, applied to this rank's slice
+            from models.augment import AugmentPipe
+
+            pipe = AugmentPipe(p=s.augment)
+            agen = torch.Generator(device=self.device).manual_seed(step_seed(s.seed + 2, self.step))
+            par = {k: v[lo:hi] for k, v in pipe.draw(b, agen, self.device).items()}
+            images, extra["augment_labels"] = pipe.apply(images, par)
         torch.manual_seed(step_seed(s.seed, self.step))  # dropout
         # sigma and noise: drawn on the training device (a CUDA run differs from a CPU
         # run, but each is reproducible and independent of the process count)
@@ -176,7 +185,7 @@ class Trainer:
         cap = dict(s.micro_batch or ()).get(res)
         if self.world == 1 and (cap is None or cap >= b):
             with self._autocast():
-                loss = self.loss_fn(self.model, images, gen).mean()
+                loss = self.loss_fn(self.model, images, gen, **extra).mean()
             loss.backward()
         else:
             # draw sigma and noise for the whole global batch first, so that micro-batches
@@ -195,7 +204,8 @@ class Trainer:
                 ctx = contextlib.nullcontext() if sync else self._ddp.no_sync()
                 with ctx:
                     with self._autocast():
-                        part = self.loss_fn(self.model, images[sl], rnd_normal=rnd[sl], unit_noise=unit[sl]).sum()
+                        part = self.loss_fn(self.model, images[sl], rnd_normal=rnd[sl], unit_noise=unit[sl],
+                                            **{k: v[sl] for k, v in extra.items()}).sum()
                     (part * self.world / b).backward()
                 loss = loss + part.detach() / b
             if self.world > 1:

@@ -44,6 +44,7 @@ def test_paper_settings(path, tmp_path):
         assert abs(t.total_steps * BATCH - mimg[n] * 1e6) < BATCH, f"{n}: {t.total_steps} steps != {mimg[n]} Mimg / 256"
         assert abs(t.warmup_steps * BATCH - 10e6) < BATCH
         assert (t.batch_size, t.lr, t.ema_halflife_kimg, t.ema_rampup, t.dropout) == (BATCH, lr, 500, 0.05, 0.13)
+        assert t.augment == 0.12  # the authors' EDM augmentation pipe
         assert 96 in t.micro_batch
     assert models["unet-single96"].train.resolutions == [96]
     for n in ("unet-multires", "dfu"):
