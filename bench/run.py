@@ -161,7 +161,8 @@ def _augmented(cfg: SuiteConfig, m: ModelConfig) -> bool:
     """Trained with augmentation, or fine-tuning a model that was (same network)."""
     if m.train is not None and m.train.augment:
         return True
-    base = next((b for b in cfg.models if m.finetune is not None and b.name == m.finetune.base), None)
+    before = cfg.models[:cfg.models.index(m)]  # a base must come first (checked elsewhere); no cycles
+    base = next((b for b in before if m.finetune is not None and b.name == m.finetune.base), None)
     return base is not None and _augmented(cfg, base)
 
 
