@@ -392,7 +392,9 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     known = labels().get(rc.reference, [])
     mapping = rc.reference_models or {m.name: m.name for m in cfg.models if m.name in known}
     shown = reference_in_range(reference, df["sample_resolution"])
-    findings = summarize(aggregate(df), lead_metrics(df)[0], shown if len(shown) else None, mapping)
+    finetunes = {m.name: m.finetune.base for m in cfg.models if m.finetune is not None}
+    findings = summarize(aggregate(df), lead_metrics(df)[0], shown if len(shown) else None, mapping,
+                         finetunes=finetunes)
     if not len(shown):
         findings.append(reference_note(cfg, df, reference)[1])
     write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, drawn5, notes,

@@ -105,7 +105,7 @@ def _baseline_sentence(V: _Values, base: str, models: list[str], grid: list[int]
     return s + "."
 
 
-def _pair_sentence(V: _Values, d: str, u: str, train: str, grid: list[int]) -> str:
+def _pair_sentence(V: _Values, d: str, u: str, train: str, grid: list[int], head: Optional[str] = None) -> str:
     top = max_train(train)
     above = [r for r in grid if r > top]
 
@@ -121,7 +121,7 @@ def _pair_sentence(V: _Values, d: str, u: str, train: str, grid: list[int]) -> s
             wins[c].append(f"{r} px ({V.fmt(a)})" if c == 0 else f"{r} px ({d} {V.fmt(a)}, {u} {V.fmt(b)})")
         return wins, missing
 
-    s = f"{d} vs {u} (both trained at {train} px) by {V.label}, above {top} px: "
+    s = (head or f"{d} vs {u} (both trained at {train} px)") + f" by {V.label}, above {top} px: "
     if not above:
         s += f"no sampled resolution above {top} px"
     else:
@@ -226,13 +226,15 @@ def _paper_sentences(agg: pd.DataFrame, reference: pd.DataFrame, mapping: dict[s
 
 
 def summarize(agg: pd.DataFrame, metric: str, reference: Optional[pd.DataFrame] = None,
-              mapping: Optional[dict[str, str]] = None, collapse_factor: float = COLLAPSE_FACTOR) -> list[str]:
+              mapping: Optional[dict[str, str]] = None, collapse_factor: float = COLLAPSE_FACTOR,
+              finetunes: Optional[dict[str, str]] = None) -> list[str]:
     """Findings on `metric` (the lead metric) and, with `reference`, against the paper's FID.
 
     agg: columns model, adapter, train_resolutions, sample_resolution, the metric
     (means), optionally n and fid_mode. Trained models are those whose adapter is
     not `bilinear`; bilinear upsamplers are baselines, compared separately.
     reference: rows of bench.paper.reference_frame; mapping: suite model -> its model label.
+    finetunes: fine-tuned model -> its base, compared with each other (what fine-tuning changed).
     """
     V = _Values(agg, metric)
     grid = sorted(int(r) for r in agg["sample_resolution"].unique())
@@ -244,6 +246,8 @@ def summarize(agg: pd.DataFrame, metric: str, reference: Optional[pd.DataFrame] 
     out += [_baseline_sentence(V, b, trained, grid) for b in order if b not in trained]
     train = dict(zip(agg["model"], agg["train_resolutions"]))
     out += [_pair_sentence(V, d, u, str(train[d]), grid) for d, u in pairs(agg)]
+    out += [_pair_sentence(V, f, b, str(train[b]), grid, head=f"{f} (fine-tuned from {b}) vs {b}")
+            for f, b in (finetunes or {}).items() if f in train and b in train]
     out += _collapse_sentences(V, agg, trained, collapse_factor)
     if reference is not None and len(reference):
         wins = {m: 0 for m in trained}

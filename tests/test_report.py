@@ -355,3 +355,19 @@ def test_samples_of_runs_before_seed_sets_are_found(tmp_path):
     assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032_s0.npz"
     (run / "samples" / "dfu" / "r032_s0.npz").rename(run / "samples" / "dfu" / "r032.npz")
     assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032.npz"
+
+
+def test_summary_compares_a_fine_tune_with_its_base():
+    import pandas as pd
+
+    from bench.summary import summarize
+
+    rows = [(m, a, r, v) for m, a, vals in (("dfu", "dfu", (0.10, 0.30, 0.60)), ("dfu+ft", "dfu", (0.11, 0.25, 0.70)))
+            for r, v in zip((32, 48, 64), vals)]
+    agg = pd.DataFrame([{"model": m, "adapter": a, "train_resolutions": "16/32", "sample_resolution": r, "kid": v,
+                         "n": 80} for m, a, r, v in rows])
+    lines = summarize(agg, "kid", finetunes={"dfu+ft": "dfu"})
+    ft = [ln for ln in lines if ln.startswith("dfu+ft (fine-tuned from dfu) vs dfu")]
+    assert len(ft) == 1
+    assert "dfu+ft is better at 48 px (dfu+ft 0.2500, dfu 0.3000)" in ft[0]
+    assert "dfu is better at 64 px (dfu+ft 0.7000, dfu 0.6000)" in ft[0]
