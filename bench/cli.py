@@ -54,14 +54,14 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
 
     The run id is fixed here so that the one-line message after a failure can name
     the command that resumes it."""
-    import datetime as dt
     import os
     import shlex
     import subprocess
 
     from bench.io import PROJECT_ROOT
+    from bench.run import new_run_id
 
-    run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = run_id or new_run_id()
     env = dict(os.environ)
     # split the cores between processes instead of torchrun's default of one thread each
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

@@ -81,7 +81,8 @@ class TrainConfig(Strict):
                 raise ValueError(f"give {a} or {b}, not both")
         if self.steps is None and self.kimg is None:
             raise ValueError("give the training length as steps or kimg")
-        if self.weights is not None and len(self.weights) != len(self.resolutions):
+        # (a fine-tune has no resolutions of its own: its weights are checked against its base's)
+        if self.weights is not None and self.resolutions and len(self.weights) != len(self.resolutions):
             raise ValueError(f"weights has {len(self.weights)} entries but resolutions has "
                              f"{len(self.resolutions)}; give one weight per resolution")
         if len(set(self.resolutions)) != len(self.resolutions):

@@ -80,6 +80,12 @@ def my_batches(n_batches: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n_batches, world))
 
 
+def describe_batches(ks) -> str:
+    """[0, 2, 4] -> '0,2,4', for the per-rank shard logs; long lists shortened."""
+    ks = sorted(ks)
+    return ",".join(map(str, ks[:8])) + (f",... ({len(ks)} batches)" if len(ks) > 8 else "")
+
+
 def gather_batches(local: Sequence[np.ndarray], n_batches: int, batch_rows: Sequence[int]) -> np.ndarray:
     """Reassemble per-batch arrays computed round-robin on all ranks, in batch order.
 

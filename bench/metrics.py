@@ -146,7 +146,7 @@ class FeatureExtractor:
         bs, n = self.batch_size, len(arr)
         n_batches = -(-n // bs)
         mine = dist.my_batches(n_batches, rank, world)
-        console.log(f"(rank {rank}/{world}) {desc}: batches {_ranges(mine)} of {n_batches}")
+        console.log(f"(rank {rank}/{world}) {desc}: batches {dist.describe_batches(mine)} of {n_batches}")
         local = []
         with progress() as p:
             task = p.add_task(f"{desc} (rank {rank})", total=sum(min(bs, n - k * bs) for k in mine), unit="img")
@@ -154,12 +154,6 @@ class FeatureExtractor:
                 local.append(self._run(list(arr[k * bs:(k + 1) * bs])))
                 p.advance(task, len(local[-1]))
         return dist.gather_batches(local, n_batches, [min(bs, n - k * bs) for k in range(n_batches)])
-
-
-def _ranges(ks: list[int]) -> str:
-    """[0, 2, 4] -> '0,2,4'; long lists shortened."""
-    s = ",".join(map(str, ks[:8]))
-    return s + (f",... ({len(ks)} batches)" if len(ks) > 8 else "")
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:

@@ -58,6 +58,10 @@ class Plan:
             return self.train_resolutions(src) if src else [m.base_resolution]
         return []
 
+    def upsample_source(self, m: ModelConfig) -> int:
+        """The resolution whose data a fine-tune upsamples to its target."""
+        return m.finetune.upsample_from or max(self.train_resolutions(self.cfg_model(m.finetune.base)))
+
     def cfg_model(self, name: str) -> ModelConfig:
         return next(m for m in self.cfg.models if m.name == name)
 
@@ -79,12 +83,12 @@ def data_resolutions(cfg: SuiteConfig) -> list[int]:
     """
     needed = set(cfg.sample.resolutions)
     for m in cfg.models:
-        needed.update(getattr(m.train, "resolutions", None) or [])
+        if m.train is not None:
+            needed.update(m.train.resolutions)
         if m.source == "data" and m.base_resolution is not None:
             needed.add(m.base_resolution)
-        upsample_from = getattr(getattr(m, "finetune", None), "upsample_from", None)
-        if isinstance(upsample_from, int):
-            needed.add(upsample_from)
+        if m.finetune is not None and m.finetune.upsample_from is not None:
+            needed.add(m.finetune.upsample_from)
     return sorted(needed)
 
 
@@ -183,7 +187,7 @@ def _finetune_problems(plan: Plan, m: ModelConfig, i: int, adapter: EDMAdapter) 
                 "the same network, so copy its adapter, arch and arch_overrides"]
     problems = []
     base_res = plan.train_resolutions(base)
-    src = ft.upsample_from or max(base_res)
+    src = plan.upsample_source(m)
     if src not in base_res:
         problems.append(f"{where}.upsample_from: {src} is not a training resolution of {ft.base} ({base_res})")
     if ft.target_resolution in base_res:
@@ -215,7 +219,7 @@ def train_settings(plan: Plan, m: ModelConfig, dataset_size: int) -> TrainSettin
         share = list(weights) if weights else [1.0] * len(base_res)
         weights = [w / sum(share) * (1 - ft.target_weight) for w in share] + [ft.target_weight]
         resolutions = base_res + [ft.target_resolution]
-        upsampled = ((ft.target_resolution, ft.upsample_from or max(base_res)),)
+        upsampled = ((ft.target_resolution, plan.upsample_source(m)),)
         frozen = frozen_parameters(plan.adapters[m.name].net, ft.strategy, ft.freeze)
         seed = zlib.crc32(f"{plan.cfg.seed}:finetune:{m.name}".encode())  # other draws than the base's
     return TrainSettings(resolutions=tuple(resolutions), steps=t.total_steps, batch_size=t.batch_size,
@@ -359,14 +363,14 @@ class Runner:
         seed = seed_set * n
         parts = path.with_name(path.stem + ".parts")
         n_batches = -(-n // bs)
-        mine = dist.my_batches(n_batches, self.rank, self.world)
+        mine = set(dist.my_batches(n_batches, self.rank, self.world))
         if m.adapter == "bilinear":
             adapter = BilinearAdapter(self._source(m, seed_set), m.base_resolution, m.source)
         else:
             adapter = self.plan.adapters[name]
         if self.world > 1:
             console.log(f"(rank {self.rank}/{self.world}) sample {name}@{res}: batches "
-                        f"{','.join(map(str, mine[:8]))}{',...' if len(mine) > 8 else ''} of {n_batches}")
+                        f"{dist.describe_batches(mine)} of {n_batches}")
         with progress() as p:
             task = p.add_task(f"sample {name} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
             for k in range(n_batches):
@@ -513,9 +517,13 @@ def set_cuda_precision(precision: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def new_run_id() -> str:
+    """A run id from the local clock, e.g. 20261127-142725."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def new_run_dir(cfg: SuiteConfig, results: Path, run_id: Optional[str]) -> Path:
-    run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(results) / cfg.name / run_id
+    return Path(results) / cfg.name / (run_id or new_run_id())
 
 
 def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id: Optional[str] = None,
@@ -527,7 +535,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     set_cuda_precision(cfg.runtime.precision)
     rank, world = dist.init(plan.device)
     # one run directory for all ranks: rank 0's clock names it
-    run_dir = new_run_dir(cfg, results, dist.broadcast(run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    run_dir = new_run_dir(cfg, results, dist.broadcast(run_id or new_run_id()))
     resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     config_file = run_dir / "suite.yaml"
     if config_file.is_file() and config_file.read_text() != resolved:

@@ -1,4 +1,4 @@
-"""torchrun with 2 gloo processes on the CPU: same samples and metrics as one process,
+"""torchrun with 2 gloo processes on the CPU, on the smoke suite: same samples and metrics as one process,
 DDP training equal up to float round-off, and a killed rank fails the run cleanly and
 resumes. Processes are real (subprocess + torchrun), as a user would start them."""
 from __future__ import annotations
@@ -18,21 +18,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SMOKE = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
+# The smoke suite, with what makes sharding visible: sample batches of 8 (n = 24: rank 1
+# gets batch 1 of 3), Inception batches of 7 (uneven: 7, 7, 7, 3), gradient accumulation
+# on dfu at 24 px, and a bilinear model fed by dfu's samples (a collective fetch).
 SUITE = {
-    "name": "ddp", "seed": 0, "device": "cpu",
-    "dataset": {"kind": "toyfaces", "size": 64},
-    "models": [
-        {"name": "unet", "adapter": "unet", "arch": "cpu-tiny",
-         "train": {"resolutions": [16, 24], "steps": 6, "batch_size": 6, "lr": 0.002, "checkpoint_every": 3}},
-        {"name": "dfu", "adapter": "dfu", "arch": "cpu-tiny",
-         "train": {"resolutions": [16, 24], "steps": 6, "batch_size": 6, "lr": 0.002, "checkpoint_every": 3,
-                   "micro_batch": {24: 2}}},
-        {"name": "bilinear-dfu", "adapter": "bilinear", "source": "dfu", "base_resolution": 24},
-    ],
-    # n and the batch sizes are chosen so that batches split unevenly over 2 ranks
-    "sample": {"resolutions": [16, 32], "n": 10, "steps": 2, "batch_size": 4},
-    "metrics": {"metrics": ["fid", "kid"], "batch_size": 3},
+    **SMOKE, "name": "ddp", "device": "cpu",
+    "models": [{**m, "train": {**m["train"], "micro_batch": {24: 4}}} if m["name"] == "dfu" else m
+               for m in SMOKE["models"]]
+              + [{"name": "bilinear-dfu", "adapter": "bilinear", "source": "dfu", "base_resolution": 24}],
+    "sample": {**SMOKE["sample"], "batch_size": 8},
+    "metrics": {**SMOKE["metrics"], "batch_size": 7},
 }
+TRAINED = [m["name"] for m in SUITE["models"] if "train" in m]
+STEPS = SUITE["models"][0]["train"]["steps"]
 
 
 def bench(tmp_path: Path, *args: str, cache: str, wait: bool = True):
@@ -68,7 +67,8 @@ def runs(tmp_path_factory):
 def metrics(run_dir: Path):
     import pandas as pd
 
-    return pd.read_csv(run_dir / "metrics.csv").set_index(["model", "sample_resolution"])[["fid", "kid"]]
+    cols = ["fid", "kid", "spectral_lsd"]
+    return pd.read_csv(run_dir / "metrics.csv").set_index(["model", "sample_resolution"])[cols]
 
 
 def test_sharded_sampling_and_features_equal_one_process(runs):
@@ -87,11 +87,14 @@ def test_sharded_sampling_and_features_equal_one_process(runs):
 
 def test_ddp_training_equals_one_process_up_to_round_off(runs):
     run, _ = runs
-    for m in ("unet", "dfu"):
+    for m in TRAINED:
         a = json.loads((run / "one" / "checkpoints" / m / "model.json").read_text())["losses"]
         b = json.loads((run / "two" / "checkpoints" / m / "model.json").read_text())["losses"]
-        assert len(a) == len(b) == 6
-        np.testing.assert_allclose(a, b, rtol=1e-5)
+        assert len(a) == len(b) == STEPS
+        # round-off (DDP's gradient all-reduce sums in another order) grows through Adam:
+        # 1e-5 over the first 10 steps, 1e-4 over the smoke suite's 40
+        np.testing.assert_allclose(a[:10], b[:10], rtol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-4)
     assert (run / "two" / "metrics.csv").is_file() and (run / "two" / "table.md").is_file()
 
 

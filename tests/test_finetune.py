@@ -53,6 +53,17 @@ def test_mixed_weights_and_upsampled_resolution():
     assert s.seed != train_settings(plan, cfg.models[0], 64).seed  # other draws than the base's
 
 
+def test_mixed_weights_can_weigh_the_base_resolutions():
+    spec = suite(ft())
+    spec["models"][1]["train"]["weights"] = [1.0, 3.0]  # 16 and 24 px, in the base's order
+    cfg = parse_suite(spec)
+    s = train_settings(plan_suite(cfg), cfg.models[1], 64)
+    assert s.weights == pytest.approx((0.175, 0.525, 0.3))
+    spec["models"][1]["train"]["weights"] = [1.0, 2.0, 3.0]
+    with pytest.raises(BenchError, match="one weight per base resolution"):
+        plan_suite(parse_suite(spec))
+
+
 def test_frozen_parameters_rules():
     net = EDMPrecond(DualUNet(get_arch("cpu-tiny", mode="dual")))
     names = [n for n, _ in net.named_parameters()]
