@@ -55,6 +55,11 @@ class TrainConfig(Strict):
     resolutions: list[Resolution] = Field(default_factory=list,
                                           description="required, except for a finetune model (taken from its base)")
     weights: Optional[list[Annotated[float, Field(gt=0)]]] = None
+    schedule: Optional[Literal["round-robin", "weighted", "weighted-per-rank"]] = Field(
+        None, description="round-robin: one step per resolution in the order of `resolutions` (the authors' "
+                          "published runs); weighted: one resolution per global step drawn by `weights`; "
+                          "weighted-per-rank: every process draws its own (results depend on the process "
+                          "count). Default: weighted when weights are given (or for a fine-tune), else round-robin")
     steps: Optional[int] = Field(None, gt=0)
     kimg: Optional[float] = Field(None, gt=0, description="duration in thousands of images (instead of steps)")
     batch_size: int = Field(16, gt=0)
@@ -81,6 +86,8 @@ class TrainConfig(Strict):
                 raise ValueError(f"give {a} or {b}, not both")
         if self.steps is None and self.kimg is None:
             raise ValueError("give the training length as steps or kimg")
+        if self.schedule == "round-robin" and self.weights is not None:
+            raise ValueError("weights apply to the weighted schedules; remove them or set schedule: weighted")
         # (a fine-tune has no resolutions of its own: its weights are checked against its base's)
         if self.weights is not None and self.resolutions and len(self.weights) != len(self.resolutions):
             raise ValueError(f"weights has {len(self.weights)} entries but resolutions has "
@@ -103,10 +110,11 @@ class TrainConfig(Strict):
         return self.steps if self.steps is not None else self._to_steps(self.kimg)
 
     @property
-    def warmup_steps(self) -> int:
+    def warmup_nimg(self) -> float:
+        """Images over which the LR ramps linearly from 0 (EDM's lr_rampup_kimg * 1000)."""
         if self.lr_warmup_kimg is not None:
-            return self._to_steps(self.lr_warmup_kimg) if self.lr_warmup_kimg > 0 else 0
-        return self.lr_warmup_steps or 0
+            return self.lr_warmup_kimg * 1000
+        return (self.lr_warmup_steps or 0) * self.batch_size
 
     @property
     def checkpoint_steps(self) -> int:
@@ -119,19 +127,35 @@ FreezePart = Literal["all", "norm", "spectral"]
 
 
 class FinetuneConfig(Strict):
-    """Fine-tune a model trained earlier in the same suite (the authors' recipe).
+    """Fine-tune a model trained earlier in the same suite, as the authors' evaluated
+    snapshot was made: a *transfer* start from the base's EMA weights.
 
+    Transfer: images are counted from 0, so the LR ramps from 0 over the fine-tune's
+    own `lr_warmup_kimg`; the EMA starts from the base's EMA with no ramp-up
+    (`ema_rampup` defaults to none); augmentation defaults to the base's `augment`.
+    The authors' first tick skipped the target resolution: say so with
+    `data_warmup_kimg` and `data_warmup_max_resolution` (the FFHQ suite does).
+
+    Strategies:
     ``mixed``: the base's training resolutions plus `target_resolution`, whose images
     are the data at `upsample_from` (default: the base's largest training resolution)
     upsampled bilinearly -- no real high-resolution data; the target is drawn with
     `target_weight`, the base resolutions share the rest (equally, or by `train.weights`).
-    ``spectral-only``: the same data, every weight frozen except the spectral ones.
-    ``freeze``: per UNet level (0 = finest) or ``misc`` (embedding layers), which
-    parameters to freeze: ``all``, ``norm`` (GroupNorm) or ``spectral``.
+    ``spectral-only``: the authors' `--finetune_spectral`: every spatial-conv weight
+    and bias is frozen (norms, embeddings, attention and spectral weights train) and
+    all data is the upsampled target resolution.
+    ``spectral-weights-only``: stricter, ours: every weight but the spectral ones
+    frozen, on the mixed data.
+    ``freeze``: per UNet level (0 = finest) or ``misc`` (the embedding layers), which
+    parameters to freeze: ``all``, ``norm`` (GroupNorm) or ``spectral`` (the FNO
+    branch). The authors' code matches these words as substrings of parameter names,
+    so there ``all`` freezes nothing and ``norm`` also matches the output
+    ``aux_norm``; here ``all`` freezes the whole level and ``norm`` every GroupNorm
+    of it (``0_aux_norm`` included, as theirs).
     """
 
     base: str
-    strategy: Literal["mixed", "spectral-only"] = "mixed"
+    strategy: Literal["mixed", "spectral-only", "spectral-weights-only"] = "mixed"
     target_resolution: Resolution
     target_weight: float = Field(0.3, gt=0, lt=1)
     upsample_from: Optional[Resolution] = None

@@ -213,24 +213,47 @@ def train_settings(plan: Plan, m: ModelConfig, dataset_size: int) -> TrainSettin
     """The TrainSettings of a model's training (or fine-tuning) run."""
     t, ft = m.train, m.finetune
     resolutions, weights, seed = list(t.resolutions), t.weights, plan.cfg.seed
+    schedule = t.schedule or ("weighted" if weights else "round-robin")
     upsampled, frozen = None, ()
+    ema_rampup, augment = t.ema_rampup, t.augment
     if ft is not None:
-        base_res = plan.train_resolutions(plan.cfg_model(ft.base))
-        share = list(weights) if weights else [1.0] * len(base_res)
-        weights = [w / sum(share) * (1 - ft.target_weight) for w in share] + [ft.target_weight]
-        resolutions = base_res + [ft.target_resolution]
+        base = plan.cfg_model(ft.base)
+        base_res = plan.train_resolutions(base)
+        if ft.strategy == "spectral-only":  # the authors' --finetune_spectral: all data at the target
+            resolutions, weights = [ft.target_resolution], None
+            schedule = t.schedule or "round-robin"
+        else:
+            share = list(weights) if weights else [1.0] * len(base_res)
+            weights = [w / sum(share) * (1 - ft.target_weight) for w in share] + [ft.target_weight]
+            resolutions = base_res + [ft.target_resolution]
+            schedule = t.schedule or "weighted"
         upsampled = ((ft.target_resolution, plan.upsample_source(m)),)
         frozen = frozen_parameters(plan.adapters[m.name].net, ft.strategy, ft.freeze)
         seed = zlib.crc32(f"{plan.cfg.seed}:finetune:{m.name}".encode())  # other draws than the base's
+        # a transfer start: the EMA continues the base's EMA without a ramp-up, and the
+        # augmentation is the base's, unless the suite says otherwise
+        if "ema_rampup" not in t.model_fields_set:
+            ema_rampup = None
+        if "augment" not in t.model_fields_set:
+            augment = _base_augment(plan.cfg, m)
     return TrainSettings(resolutions=tuple(resolutions), steps=t.total_steps, batch_size=t.batch_size,
                          lr=t.lr, dataset_size=dataset_size, weights=tuple(weights) if weights else None,
-                         lr_warmup_steps=t.warmup_steps, ema_halflife_kimg=t.ema_halflife_kimg,
-                         ema_rampup=t.ema_rampup, checkpoint_every=t.checkpoint_steps, seed=seed,
+                         schedule=schedule, lr_warmup_nimg=t.warmup_nimg, ema_halflife_kimg=t.ema_halflife_kimg,
+                         ema_rampup=ema_rampup, checkpoint_every=t.checkpoint_steps, seed=seed,
                          data_warmup_kimg=t.data_warmup_kimg,
                          data_warmup_max_resolution=t.data_warmup_max_resolution,
                          micro_batch=tuple(sorted(t.micro_batch.items())) or None,
-                         upsampled=upsampled, frozen=frozen, augment=t.augment, precision=plan.cfg.runtime.precision,
+                         upsampled=upsampled, frozen=frozen, augment=augment, precision=plan.cfg.runtime.precision,
                          compile_backend=plan.cfg.runtime.compile_backend if plan.cfg.runtime.compile else None)
+
+
+def _base_augment(cfg: SuiteConfig, m: ModelConfig) -> Optional[float]:
+    """The augmentation probability a fine-tune inherits: its base's (or the base's base's)."""
+    while m.finetune is not None:
+        m = next(b for b in cfg.models if b.name == m.finetune.base)
+        if m.train is not None and m.train.augment:
+            return m.train.augment
+    return None
 
 
 def environment(device: torch.device) -> dict:

@@ -163,7 +163,7 @@ class EDMAdapter(Adapter):
         kind = meta.get("adapter")
         if kind not in ADAPTERS or not issubclass(ADAPTERS[kind], EDMAdapter):
             raise ValueError(f"checkpoint adapter {kind!r} is not a trainable adapter")
-        adapter = ADAPTERS[kind](ArchConfig.from_dict(meta["arch_config"]), device=device, **options)
+        adapter = ADAPTERS[kind](ArchConfig.from_checkpoint(meta["arch_config"]), device=device, **options)
         adapter.arch_name = meta["arch"]
         adapter.load_state(tensors, meta)
         return adapter

@@ -14,6 +14,14 @@ resampled with bilinear `grid_sample` on a reflection-padded grid, where EDM
 resamples a 2x-upsampled (sym6 wavelet) image; the transforms and labels are the
 same, the interpolation filter is not.
 
+Sign conventions follow EDM's output, not just its labels: a label
+(cos theta - 1, sin theta) rotates the image by -theta in (x right, y down)
+coordinates, and the anisotropic axis turns the same way; both are checked
+against images made by EDM's own pipe (tests/test_augment_oracle.py). EDM's
+anisotropy label (w cos phi, w sin phi) does not fix the sign of w: (w, phi) and
+(-w, phi + pi) give the same label and different images. We draw and apply as
+EDM does, so the ambiguity is EDM's, reproduced, not resolved.
+
 Parameters are drawn for a whole global batch from one generator (`draw`) and
 applied to any slice of it (`apply`), so micro-batches and DDP ranks see exactly
 the augmentation of the full batch.
@@ -74,8 +82,11 @@ class AugmentPipe:
         par = {k: v.to(images.device, images.dtype) for k, v in par.items()}
         x = torch.where(par["xflip"].view(n, 1, 1, 1) > 0, images.flip(3), images)
         x = torch.where(par["yflip"].view(n, 1, 1, 1) > 0, x.flip(2), x)
-        # forward map in normalised coordinates (image centre at 0, half-size 1):
-        # scale, rotate, anisotropic scale about an axis at angle phi, translate
+        # forward map in normalised coordinates (image centre at 0, half-size 1, y down):
+        # scale, rotate by -theta, anisotropic scale along the axis at angle -phi, translate.
+        # The signs are EDM's: its pipe builds the inverse map from rotate2d_inv(-theta)
+        # and rotate2d_inv(phi) @ scale2d_inv(a, 1/a) @ rotate2d_inv(-phi), so the forward
+        # rotation is by -theta (checked against EDM's own output, tests/test_augment_oracle.py)
         s = torch.exp2(par["scale"] * self.scale_std)
         a = torch.exp2(par["aniso"] * self.aniso_std)
 
@@ -87,7 +98,7 @@ class AugmentPipe:
             z = torch.zeros_like(u)
             return torch.stack([torch.stack([u, z], -1), torch.stack([z, v], -1)], -2)
 
-        m = rot(par["phi"]) @ diag(a, 1 / a) @ rot(-par["phi"]) @ rot(par["theta"]) @ diag(s, s)
+        m = rot(-par["phi"]) @ diag(a, 1 / a) @ rot(par["phi"]) @ rot(-par["theta"]) @ diag(s, s)
         t = torch.stack([par["tx"] * self.translate_std * 2, par["ty"] * self.translate_std * 2], -1)
         # grid_sample wants the inverse map: output coordinate -> input coordinate
         inv = torch.linalg.inv(m)

@@ -44,6 +44,6 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> EDMPrecond:
 
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    net = EDMPrecond(DualUNet(ArchConfig.from_dict(meta["arch_config"])))
+    net = EDMPrecond(DualUNet(ArchConfig.from_checkpoint(meta["arch_config"])))
     net.load_state_dict(load_file(str(path)), strict=True)
     return net.to(device).eval()

@@ -30,6 +30,9 @@ Size = tuple[int, int]
 
 CONV_MODES = ("spatial", "spectral", "dual")
 FFT_NORMS = ("backward", "forward", "ortho")
+# How a kept Fourier coefficient is mixed over channels (see SpectralConv2d):
+# 'componentwise' is the authors' product, 'complex' the textbook FNO product.
+SPECTRAL_PRODUCTS = ("componentwise", "complex")
 
 # ----------------------------------------------------------------------------
 # Initialisation.
@@ -205,13 +208,30 @@ def spectral_size_problem(size: Size, modes1: int, modes2: int) -> str | None:
 
 
 class SpectralConv2d(nn.Module):
-    """FNO layer: y = irfft2( R . rfft2(x) ) at an explicit output size.
+    """FNO layer: y = irfft2( R(rfft2(x)) ) at an explicit output size.
 
     The lowest ``modes1`` positive and ``modes1`` negative row frequencies and the
-    lowest ``modes2`` column frequencies are each multiplied by a learned complex
-    matrix over channels (``weights1`` for rows [:m1], ``weights2`` for rows
-    [-m1:]); all other coefficients are zeroed. Resampling is truncation or
-    zero-padding in Fourier space, so any output size works.
+    lowest ``modes2`` column frequencies are each mixed over channels by a learned
+    weight (``weights1`` for rows [:m1], ``weights2`` for rows [-m1:], each
+    (in, out, m1, m2, 2) = real and imaginary part); all other coefficients are
+    zeroed. Resampling is truncation or zero-padding in Fourier space, so any
+    output size works.
+
+    The product (``product``):
+
+    * ``'componentwise'`` -- the authors' (Dahoas/edm ``compl_mul2d``: an einsum
+      over ``view_as_real`` tensors), and the default because their published
+      checkpoints and numbers were computed with it: with X = a + ib and
+      W = c + id, out = sum_i (a c) + i sum_i (b d). The real and imaginary parts
+      are two independent real channel mixings; there are no cross terms.
+    * ``'complex'`` -- the textbook FNO product sum_i X W = (ac - bd) + i(ad + bc),
+      kept for ablations.
+
+    Both are linear maps of the kept coefficients, so the layer is discretisation
+    invariant either way (below). They differ in symmetry: a translation multiplies
+    X by e^{i phi}, which commutes with the complex product but not with the
+    component-wise one, so the authors' layer is *not* translation equivariant
+    (tested both ways in tests/test_layers.py).
 
     Normalisation: the authors use torch's default ``norm='backward'`` for both
     transforms. Then, when the output size equals the input size, the layer is
@@ -222,21 +242,37 @@ class SpectralConv2d(nn.Module):
     too); it is available for ablations but is not what the authors trained.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, modes1: int, modes2: int, norm: str = "backward"):
+    def __init__(self, in_channels: int, out_channels: int, modes1: int, modes2: int, norm: str = "backward",
+                 product: str = "componentwise"):
         super().__init__()
         if modes1 < 1 or modes2 < 1:
             raise ValueError(f"modes must be positive, got modes1={modes1}, modes2={modes2}")
         if norm not in FFT_NORMS:
             raise ValueError(f"unknown fft norm {norm!r}; use one of {FFT_NORMS}")
+        if product not in SPECTRAL_PRODUCTS:
+            raise ValueError(f"unknown spectral product {product!r}; use one of {SPECTRAL_PRODUCTS}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.modes1 = modes1
         self.modes2 = modes2
         self.norm = norm
+        self.product = product
         # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out).
         scale = 1 / (in_channels * out_channels)
         self.weights1 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
         self.weights2 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), "
+                f"norm={self.norm}, product={self.product}")
+
+    def mix(self, x_ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Channel mixing of one band: (B, I, m1, m2, 2) x (I, O, m1, m2, 2) -> (B, O, m1, m2, 2)."""
+        if self.product == "componentwise":
+            return torch.einsum("bixyt,ioxyt->boxyt", x_ft, w)
+        out = torch.einsum("bixy,ioxy->boxy", torch.view_as_complex(x_ft.contiguous()),
+                           torch.view_as_complex(w.contiguous()))
+        return torch.view_as_real(out)
 
     def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
         in_size = tuple(x.shape[-2:])
@@ -249,14 +285,12 @@ class SpectralConv2d(nn.Module):
         # FFTs in at least float32: half-precision FFTs are limited to powers of two on CUDA.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         m1, m2 = self.modes1, self.modes2
-        x_ft = torch.fft.rfft2(x.to(dtype), norm=self.norm)
-        w1 = torch.view_as_complex(self.weights1.to(dtype))
-        w2 = torch.view_as_complex(self.weights2.to(dtype))
-        out_ft = torch.zeros(x.shape[0], self.out_channels, out_size[0], out_size[1] // 2 + 1,
-                             dtype=x_ft.dtype, device=x.device)
-        out_ft[:, :, :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], w1)
-        out_ft[:, :, -m1:, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, -m1:, :m2], w2)
-        return torch.fft.irfft2(out_ft, s=out_size, norm=self.norm).to(x.dtype)
+        x_ft = torch.view_as_real(torch.fft.rfft2(x.to(dtype), norm=self.norm))
+        out_ft = torch.zeros(x.shape[0], self.out_channels, out_size[0], out_size[1] // 2 + 1, 2,
+                             dtype=dtype, device=x.device)
+        out_ft[:, :, :m1, :m2] = self.mix(x_ft[:, :, :m1, :m2], self.weights1.to(dtype))
+        out_ft[:, :, -m1:, :m2] = self.mix(x_ft[:, :, -m1:, :m2], self.weights2.to(dtype))
+        return torch.fft.irfft2(torch.view_as_complex(out_ft), s=out_size, norm=self.norm).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -274,7 +308,8 @@ class DualConv(nn.Module):
                  modes1: int | None = None, modes2: int | None = None, mode: str = "dual",
                  bias: bool = True, up: bool = False, down: bool = False,
                  resample_filter: Sequence[int] = (1, 1), init_mode: str = "kaiming_normal",
-                 init_weight: float = 1.0, init_bias: float = 0.0, fft_norm: str = "backward"):
+                 init_weight: float = 1.0, init_bias: float = 0.0, fft_norm: str = "backward",
+                 spectral_product: str = "componentwise"):
         super().__init__()
         if mode not in CONV_MODES:
             raise ValueError(f"unknown conv mode {mode!r}; use one of {CONV_MODES}")
@@ -289,7 +324,8 @@ class DualConv(nn.Module):
                                     resample_filter=resample_filter, init_mode=init_mode,
                                     init_weight=init_weight, init_bias=init_bias)
                              if mode != "spectral" else None)
-        self.spectral_conv = (SpectralConv2d(in_channels, out_channels, modes1, modes2, norm=fft_norm)
+        self.spectral_conv = (SpectralConv2d(in_channels, out_channels, modes1, modes2, norm=fft_norm,
+                                             product=spectral_product)
                               if mode != "spatial" else None)
 
     def output_size(self, in_size: Size, out_size: Size | None = None) -> Size:
@@ -327,7 +363,7 @@ class DualUNetBlock(nn.Module):
                  dropout: float = 0.0, skip_scale: float = 1.0, eps: float = 1e-5,
                  resample_filter: Sequence[int] = (1, 1), resample_proj: bool = False,
                  init: dict | None = None, init_zero: dict | None = None, init_attn: dict | None = None,
-                 fft_norm: str = "backward"):
+                 fft_norm: str = "backward", spectral_product: str = "componentwise"):
         super().__init__()
         init = dict(init or {})
         init_zero = dict(init_zero if init_zero is not None else dict(init_weight=0))
@@ -339,7 +375,8 @@ class DualUNetBlock(nn.Module):
         self.num_heads = num_heads if attention else 0
         self.dropout = dropout
         self.skip_scale = skip_scale
-        dual = dict(modes1=modes1, modes2=modes2, mode=mode, fft_norm=fft_norm, resample_filter=resample_filter)
+        dual = dict(modes1=modes1, modes2=modes2, mode=mode, fft_norm=fft_norm, resample_filter=resample_filter,
+                    spectral_product=spectral_product)
 
         self.norm0 = GroupNorm(in_channels, eps=eps)
         self.conv0 = DualConv(in_channels, out_channels, kernel=3, up=up, down=down, **dual, **init)

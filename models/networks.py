@@ -43,6 +43,7 @@ from torch.nn.functional import silu
 from models.layers import (
     CONV_MODES,
     FFT_NORMS,
+    SPECTRAL_PRODUCTS,
     DualConv,
     DualUNetBlock,
     GroupNorm,
@@ -83,6 +84,7 @@ class ArchConfig:
     augment_dim: int = 0                    # EDM augmentation-label size, 0 = none (9 with EDM's pipe)
     resample_filter: tuple[int, ...] = (1, 1)
     fft_norm: str = "backward"              # torch.fft norm; 'backward' is the authors'
+    spectral_product: str = "componentwise"  # the authors' channel mixing; 'complex' for ablations
 
     def __post_init__(self):
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
@@ -101,6 +103,9 @@ class ArchConfig:
             raise ValueError(f"ArchConfig.mode {self.mode!r} unknown; use one of {CONV_MODES}")
         if self.fft_norm not in FFT_NORMS:
             raise ValueError(f"ArchConfig.fft_norm {self.fft_norm!r} unknown; use one of {FFT_NORMS}")
+        if self.spectral_product not in SPECTRAL_PRODUCTS:
+            raise ValueError(f"ArchConfig.spectral_product {self.spectral_product!r} unknown; "
+                             f"use one of {SPECTRAL_PRODUCTS}")
         if len(self.modes1) != n or len(self.modes2) != n:
             raise ValueError(f"ArchConfig.modes1/modes2 need one entry per level ({n}), "
                              f"got {len(self.modes1)} and {len(self.modes2)}")
@@ -145,6 +150,15 @@ class ArchConfig:
         if unknown:
             raise ValueError(f"unknown ArchConfig keys {unknown}; known keys: {sorted(known)}")
         return cls(**data)
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any]) -> "ArchConfig":
+        """The config recorded in a checkpoint's metadata.
+
+        Checkpoints written before ``spectral_product`` existed were computed with
+        the complex product (the only one then), so a missing key means 'complex'.
+        """
+        return cls.from_dict({"spectral_product": "complex", **data})
 
     def replace(self, **changes: Any) -> "ArchConfig":
         """Copy with some fields changed (unknown names raise ValueError)."""
@@ -288,7 +302,7 @@ class DualUNet(nn.Module):
         block_kwargs = dict(emb_channels=emb_channels, num_heads=1, dropout=arch.dropout,
                             skip_scale=math.sqrt(0.5), eps=1e-6, resample_filter=arch.resample_filter,
                             resample_proj=True, init=init, init_zero=init_zero, init_attn=init_attn,
-                            fft_norm=arch.fft_norm)
+                            fft_norm=arch.fft_norm, spectral_product=arch.spectral_product)
 
         def spectral(level: int) -> dict:
             # The conv mode and modes a block built "at" this level uses.
@@ -310,6 +324,7 @@ class DualUNet(nn.Module):
             if level == 0:
                 cin, cout = cout, arch.model_channels
                 self.enc[f"{level}_conv"] = DualConv(cin, cout, kernel=3, fft_norm=arch.fft_norm,
+                                                     spectral_product=arch.spectral_product,
                                                      resample_filter=arch.resample_filter,
                                                      **spectral(level), **init)
             else:
@@ -339,6 +354,7 @@ class DualUNet(nn.Module):
                     **spectral(level), **block_kwargs)
         self.dec["0_aux_norm"] = GroupNorm(cout, eps=1e-6)
         self.dec["0_aux_conv"] = DualConv(cout, arch.img_channels, kernel=3, fft_norm=arch.fft_norm,
+                                          spectral_product=arch.spectral_product,
                                           resample_filter=arch.resample_filter, **spectral(0), **init_zero)
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None,

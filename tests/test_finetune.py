@@ -34,9 +34,9 @@ def ft(name="dfu+ft", **finetune):
 
 def test_kimg_schedule_converts_to_steps():
     t = TrainConfig(resolutions=[32], kimg=1.0, batch_size=16, lr_warmup_kimg=0.1, checkpoint_every_kimg=0.32)
-    assert (t.total_steps, t.warmup_steps, t.checkpoint_steps) == (63, 7, 20)
+    assert (t.total_steps, t.warmup_nimg, t.checkpoint_steps) == (63, 100, 20)
     t = TrainConfig(resolutions=[32], steps=10, lr_warmup_steps=3, checkpoint_every=5)
-    assert (t.total_steps, t.warmup_steps, t.checkpoint_steps) == (10, 3, 5)
+    assert (t.total_steps, t.warmup_nimg, t.checkpoint_steps) == (10, 48, 5)
     with pytest.raises(ValueError, match="steps or kimg, not both"):
         TrainConfig(resolutions=[32], steps=10, kimg=1.0)
     with pytest.raises(ValueError, match="steps or kimg"):
@@ -49,8 +49,33 @@ def test_mixed_weights_and_upsampled_resolution():
     s = train_settings(plan, cfg.models[1], 64)
     assert s.resolutions == (16, 24, 40)
     assert s.weights == pytest.approx((0.35, 0.35, 0.3))
-    assert s.upsampled == ((40, 24),) and s.frozen == ()
+    assert s.upsampled == ((40, 24),) and s.frozen == () and s.schedule == "weighted"
     assert s.seed != train_settings(plan, cfg.models[0], 64).seed  # other draws than the base's
+
+
+def test_a_finetune_is_a_transfer_start():
+    """As the authors' evaluated snapshot: the EMA continues the base's without a ramp-up,
+    augmentation is inherited, the LR ramps over the fine-tune's own warm-up."""
+    spec = suite(ft())
+    spec["models"][0]["train"] = {**BASE, "augment": 0.12, "ema_rampup": 0.05}
+    spec["models"][1]["train"].update(lr_warmup_kimg=10000)
+    cfg = parse_suite(spec)
+    plan = plan_suite(cfg)
+    base, tuned = (train_settings(plan, m, 64) for m in cfg.models)
+    assert (base.ema_rampup, base.augment, base.schedule) == (0.05, 0.12, "round-robin")
+    assert (tuned.ema_rampup, tuned.augment, tuned.lr_warmup_nimg) == (None, 0.12, 10_000_000)
+    spec["models"][1]["train"].update(ema_rampup=0.1, augment=0.2)  # the suite can still say otherwise
+    cfg = parse_suite(spec)
+    tuned = train_settings(plan_suite(cfg), cfg.models[1], 64)
+    assert (tuned.ema_rampup, tuned.augment) == (0.1, 0.2)
+
+
+def test_spectral_only_trains_on_the_target_alone():
+    cfg = parse_suite(suite(ft(strategy="spectral-only"), ft("dfu+sw", strategy="spectral-weights-only")))
+    plan = plan_suite(cfg)
+    authors, strict = (train_settings(plan, m, 64) for m in cfg.models[1:])
+    assert (authors.resolutions, authors.weights, authors.upsampled) == ((40,), None, ((40, 24),))
+    assert strict.resolutions == (16, 24, 40)
 
 
 def test_mixed_weights_can_weigh_the_base_resolutions():
@@ -69,8 +94,11 @@ def test_frozen_parameters_rules():
     names = [n for n, _ in net.named_parameters()]
     assert parameter_level("model.enc.2_block0.conv0.spatial_conv.weight") == 2
     assert parameter_level("model.map_layer0.weight") is None
-    spectral_only = set(frozen_parameters(net, "spectral-only"))
-    assert spectral_only == {n for n in names if "spectral_conv" not in n}
+    spectral_only = set(frozen_parameters(net, "spectral-only"))  # the authors' --finetune_spectral
+    assert spectral_only == {n for n in names if "spatial_conv" in n}
+    assert any(n.endswith("spatial_conv.bias") for n in spectral_only)
+    strict = set(frozen_parameters(net, "spectral-weights-only"))
+    assert strict == {n for n in names if "spectral_conv" not in n}
     lv = set(frozen_parameters(net, "mixed", {0: ["norm"], 1: ["all"], "misc": ["all"]}))
     assert lv == {n for n in names if (parameter_level(n) == 0 and ".norm" in n or "aux_norm" in n)
                   or parameter_level(n) == 1 or parameter_level(n) is None}
@@ -111,7 +139,8 @@ def test_resize_bilinear_is_the_fig5_upsampler():
 
 
 def test_finetune_runs_from_base_and_respects_freezing(tmp_path, run_cli):
-    spec = suite(ft("dfu+mixed", freeze={0: ["norm"], "misc": ["all"]}), ft("dfu+spectral", strategy="spectral-only"))
+    spec = suite(ft("dfu+mixed", freeze={0: ["norm"], "misc": ["all"]}),
+                 ft("dfu+spectral", strategy="spectral-weights-only"), ft("dfu+authors", strategy="spectral-only"))
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(spec))
     code, _, err = run_cli("run", str(path), "--results", str(tmp_path), "--run-id", "r")
@@ -123,6 +152,8 @@ def test_finetune_runs_from_base_and_respects_freezing(tmp_path, run_cli):
     changed = lambda other: {k for k in base if not bool((base[k] == other[k]).all())}
     # frozen parameters stay exactly the base's (so training started from the base) ...
     assert changed(spectral) and all("spectral_conv" in k for k in changed(spectral))
+    authors = changed(load_file(ckpt / "dfu+authors" / "model.safetensors"))
+    assert authors and not any("spatial_conv" in k for k in authors) and any("norm" in k for k in authors)
     moved = changed(mixed)
     assert moved and not any(parameter_level(k) is None or (parameter_level(k) == 0 and ".norm" in k) for k in moved)
     # ... and the mixed run trained on the upsampled target resolution too

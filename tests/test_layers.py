@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.layers import (
+    SPECTRAL_PRODUCTS,
     Conv2d,
     DualConv,
     DualUNetBlock,
@@ -19,6 +20,7 @@ from models.layers import (
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+PRODUCTS = SPECTRAL_PRODUCTS  # the authors' component-wise product first, the complex ablation second
 
 
 def band_limited(n: int, m1: int, m2: int, channels: int = 2, seed: int = 0) -> torch.Tensor:
@@ -111,18 +113,28 @@ def test_spectral_weights_layout_and_authors_init_scale():
     assert not torch.equal(layer.weights1, layer.weights2)
 
 
+@pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("k1", [0, 3, -1, -5])
-def test_spectral_single_mode_matches_hand_computation(k1):
-    """A pure wave exp(2 pi i (k1 s + k2 t)) comes out as Re(w e^{i theta}) with w from
-    weights1 for k1 >= 0 and weights2[m1 + k1] for k1 < 0."""
+def test_spectral_single_mode_matches_hand_computation(k1, product):
+    """A pure wave at (k1, k2) has the normalised coefficient X = 1 (cos) or -i (sin); the
+    layer returns Re(z e^{i theta}) with z = X (.) w, w from weights1 for k1 >= 0 and
+    weights2[m1 + k1] for k1 < 0. Component-wise (the authors'): z = Re X Re w + i Im X Im w;
+    complex: z = X w. So cos -> w_re cos (componentwise) or w_re cos - w_im sin (complex),
+    sin -> w_im sin (componentwise) or w_im cos + w_re sin (complex)."""
     m1, m2, k2, n = 6, 4, 2, 16
-    layer = SpectralConv2d(1, 1, m1, m2).double()
+    layer = SpectralConv2d(1, 1, m1, m2, product=product).double()
     s = torch.arange(n, dtype=torch.float64) / n
     theta = 2 * math.pi * (k1 * s[:, None] + k2 * s[None, :])
-    w = torch.view_as_complex(layer.weights1 if k1 >= 0 else layer.weights2)[0, 0, k1 if k1 >= 0 else m1 + k1, k2]
+    wr, wi = (layer.weights1 if k1 >= 0 else layer.weights2)[0, 0, k1 if k1 >= 0 else m1 + k1, k2].detach()
     with torch.no_grad():
-        y = layer(theta.cos()[None, None])[0, 0]
-    assert torch.allclose(y, w.real * theta.cos() - w.imag * theta.sin(), atol=1e-12)
+        y_cos = layer(theta.cos()[None, None])[0, 0]
+        y_sin = layer(theta.sin()[None, None])[0, 0]
+    if product == "componentwise":
+        want_cos, want_sin = wr * theta.cos(), wi * theta.sin()
+    else:
+        want_cos, want_sin = wr * theta.cos() - wi * theta.sin(), wi * theta.cos() + wr * theta.sin()
+    assert torch.allclose(y_cos, want_cos, atol=1e-12)
+    assert torch.allclose(y_sin, want_sin, atol=1e-12)
 
 
 def test_spectral_discards_modes_above_the_kept_band():
@@ -134,19 +146,26 @@ def test_spectral_discards_modes_above_the_kept_band():
         assert layer(high[None, None]).abs().max() < 1e-12
 
 
-def test_spectral_is_translation_equivariant():
+def test_only_the_complex_product_is_translation_equivariant():
+    """A shift multiplies each coefficient by e^{i phi}: the complex product commutes with
+    that, the authors' component-wise product does not."""
     torch.manual_seed(0)
-    layer = SpectralConv2d(3, 2, 5, 4)
     x = torch.randn(1, 3, 20, 18)
+    shifted = lambda t: t.roll((3, -2), (-2, -1))
+    complex_layer = SpectralConv2d(3, 2, 5, 4, product="complex")
+    authors = SpectralConv2d(3, 2, 5, 4)
+    authors.load_state_dict(complex_layer.state_dict())
     with torch.no_grad():
-        assert torch.allclose(layer(x.roll((3, -2), (-2, -1))), layer(x).roll((3, -2), (-2, -1)), atol=1e-6)
+        assert torch.allclose(complex_layer(shifted(x)), shifted(complex_layer(x)), atol=1e-6)
+        assert (authors(shifted(x)) - shifted(authors(x))).abs().max() > 1e-2
 
 
-def test_spectral_discretisation_invariance_same_size():
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_spectral_discretisation_invariance_same_size(product):
     """Same band-limited function sampled at 32 and at 64: outputs agree after resampling."""
     torch.manual_seed(0)
     m1, m2 = 6, 4
-    layer = SpectralConv2d(2, 3, m1, m2).double()  # authors' norm='backward'
+    layer = SpectralConv2d(2, 3, m1, m2, product=product).double()  # authors' norm='backward'
     x32, x64 = band_limited(32, m1, m2), band_limited(64, m1, m2)
     assert torch.allclose(fourier_resample(x64, (32, 32)), x32, atol=1e-10)  # sanity of the helper
     with torch.no_grad():
@@ -158,14 +177,15 @@ def test_spectral_discretisation_invariance_same_size():
     assert (y64[..., ::2, ::2] - y32).abs().max() < 1e-5
 
 
-def test_spectral_resampling_scale_with_authors_norm_and_forward_norm():
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_spectral_resampling_scale_with_authors_norm_and_forward_norm(product):
     """norm='backward' (authors): a resampling layer scales by in_area/out_area.
     norm='forward': resampling is exactly invariant."""
     torch.manual_seed(0)
     m1, m2 = 6, 4
     x32, x64 = band_limited(32, m1, m2), band_limited(64, m1, m2)
-    back = SpectralConv2d(2, 3, m1, m2).double()
-    fwd = SpectralConv2d(2, 3, m1, m2, norm="forward").double()
+    back = SpectralConv2d(2, 3, m1, m2, product=product).double()
+    fwd = SpectralConv2d(2, 3, m1, m2, norm="forward", product=product).double()
     fwd.load_state_dict(back.state_dict())
     with torch.no_grad():
         ref = back(x32)  # 32 -> 32 is the same under both norms

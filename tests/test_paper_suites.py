@@ -42,14 +42,15 @@ def test_paper_settings(path, tmp_path):
         assert m.arch == "paper-small" and m.adapter == ("dfu" if n == "dfu" else "unet")
         assert t.kimg == mimg[n] * 1000 and t.lr_warmup_kimg == 10000  # as the paper states them
         assert abs(t.total_steps * BATCH - mimg[n] * 1e6) < BATCH, f"{n}: {t.total_steps} steps != {mimg[n]} Mimg / 256"
-        assert abs(t.warmup_steps * BATCH - 10e6) < BATCH
+        assert t.warmup_nimg == 10e6
         assert (t.batch_size, t.lr, t.ema_halflife_kimg, t.ema_rampup, t.dropout) == (BATCH, lr, 500, 0.05, 0.13)
         assert t.augment == 0.12  # the authors' EDM augmentation pipe
         assert 96 in t.micro_batch
     assert models["unet-single96"].train.resolutions == [96]
+    for n in EDM_MODELS:  # the published runs: round-robin, 96 -> 80 -> 64 -> 48 -> 32
+        assert models[n].train.schedule == "round-robin" and models[n].train.weights is None
     for n in ("unet-multires", "dfu"):
-        assert models[n].train.resolutions == [32, 48, 64, 80, 96]
-        assert models[n].train.weights == [0.05, 0.1, 0.15, 0.3, 0.4]
+        assert models[n].train.resolutions == [96, 80, 64, 48, 32]
     bilinear = models["bilinear-data-96"]
     assert (bilinear.adapter, bilinear.source, bilinear.base_resolution) == ("bilinear", "data", 96)
     s = cfg.sample
@@ -60,15 +61,24 @@ def test_paper_settings(path, tmp_path):
     assert header and [int(r) for r in header.group(1).split(",")] == needed
 
 
-def test_ffhq_has_the_mixed_finetune_model():
-    models = {m["name"]: m for m in yaml.safe_load(FFHQ.read_text())["models"]}
+def test_ffhq_finetune_is_the_evaluated_snapshots_transfer_start():
+    cfg = load_suite(FFHQ)
+    models = {m.name: m for m in cfg.models}
     ft = models["dfu+finetune"]
-    assert (ft["adapter"], ft["arch"]) == ("dfu", "paper-small")
-    assert ft["finetune"] == {"base": "dfu", "strategy": "mixed", "target_resolution": 160, "target_weight": 0.3}
-    t = ft["train"]
-    assert (t["batch_size"], t["lr"], t["ema_halflife_kimg"], t["dropout"]) == (BATCH, 1e-4, 500, 0.13)
-    assert t["kimg"] > 0 and "resolutions" not in t  # the fine-tune's sets come from its strategy
+    assert (ft.adapter, ft.arch) == ("dfu", "paper-small")
+    f = ft.finetune
+    assert (f.base, f.strategy, f.target_resolution, f.target_weight, f.upsample_from) == ("dfu", "mixed", 160, 0.3, 96)
+    t = ft.train
+    assert (t.kimg, t.batch_size, t.lr, t.lr_warmup_kimg) == (1254, BATCH, 1e-4, 10000)  # run 00123 @ 1254 kimg
+    assert (t.ema_halflife_kimg, t.ema_rampup, t.augment, t.dropout) == (500, None, 0.12, 0.13)
+    # the first tick (1 step + 25 kimg) trains at 96 px and below only
+    assert (t.data_warmup_kimg, t.data_warmup_max_resolution) == (25.256, 96)
+    assert t.resolutions == []  # the fine-tune's sets come from its strategy
     assert list(models).index("dfu") < list(models).index("dfu+finetune")
+    text = FFHQ.read_text()
+    for line in ("kimg: 1254", "lr: 1.0e-4", "augment: 0.12", "ema_rampup: null"):
+        tagged = next(ln for ln in text.splitlines() if line in ln and "finetune" not in ln)
+        assert re.search(r"\[(paper|code|ours)\]", tagged), tagged
 
 
 @pytest.mark.parametrize("path", [FFHQ, LSUN], ids=["ffhq", "lsun"])
@@ -109,9 +119,9 @@ def test_scale_tiny_shrinks_everything_but_the_grid(tmp_path):
         t = small.train
         assert small.arch == "cpu-tiny"
         assert (t.steps, t.batch_size, t.checkpoint_every, t.micro_batch) == (6, 4, 3, {})
-        assert t.lr_warmup_steps == (2 if full.train.warmup_steps else 0)
-        assert (t.resolutions, t.weights, t.dropout) == (full.train.resolutions, full.train.weights,
-                                                         full.train.dropout)
+        assert t.lr_warmup_steps == (2 if full.train.warmup_nimg else 0)
+        assert (t.resolutions, t.weights, t.schedule, t.dropout) == (
+            full.train.resolutions, full.train.weights, full.train.schedule, full.train.dropout)
 
 
 def test_scale_tiny_drops_what_cpu_tiny_cannot_take():

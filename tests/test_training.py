@@ -9,7 +9,7 @@ from bench import checkpoint
 from bench.datasets import ToyFaces, to_float_tensor
 from bench.errors import BenchError
 from models.adapters import ADAPTERS, BilinearAdapter, DFUAdapter, UNetAdapter
-from models.training import TrainSettings, draw_step
+from models.training import DataSchedule, TrainSettings, ema_beta, lr_at, stream_indices
 
 FACES = ToyFaces(size=64, seed=0)
 
@@ -19,17 +19,88 @@ def batch_fn(idx, res):
 
 
 def settings(steps=6):
-    return TrainSettings(resolutions=(16, 24), weights=(0.3, 0.7), steps=steps, batch_size=4, lr=2e-3,
-                         dataset_size=len(FACES), lr_warmup_steps=2, ema_halflife_kimg=0.01, seed=3)
+    return TrainSettings(resolutions=(16, 24), weights=(0.3, 0.7), schedule="weighted", steps=steps, batch_size=4,
+                         lr=2e-3, dataset_size=len(FACES), lr_warmup_nimg=8, ema_halflife_kimg=0.01, seed=3)
 
 
-def test_one_resolution_per_step_and_weights():
-    s = TrainSettings(resolutions=(16, 24), weights=(0.2, 0.8), steps=1, batch_size=4, lr=1e-3,
-                      dataset_size=10, seed=0)
-    draws = [draw_step(s, k)[0] for k in range(2000)]
-    assert set(draws) == {16, 24}
-    assert abs(np.mean(np.array(draws) == 24) - 0.8) < 0.04
-    assert draw_step(s, 7)[1].tolist() == draw_step(s, 7)[1].tolist()
+def draws(s: TrainSettings, n: int, rank: int = 0, world: int = 1) -> list[tuple[int, np.ndarray]]:
+    sched = DataSchedule(s, rank, world)
+    return [sched.draw(k) for k in range(n)]
+
+
+def test_weighted_draws_one_resolution_per_step_by_weight():
+    s = TrainSettings(resolutions=(16, 24), weights=(0.2, 0.8), schedule="weighted", steps=1, batch_size=4,
+                      lr=1e-3, dataset_size=10, seed=0)
+    res = [r for r, _ in draws(s, 2000)]
+    assert set(res) == {16, 24}
+    assert abs(np.mean(np.array(res) == 24) - 0.8) < 0.04
+    # the same draws whatever the process count (every rank slices one global batch)
+    assert [r for r, _ in draws(s, 50, rank=1, world=2)] == res[:50]
+
+
+def test_round_robin_follows_the_stated_order():
+    s = TrainSettings(resolutions=(96, 80, 64, 48, 32), steps=1, batch_size=4, lr=1e-3, dataset_size=100)
+    assert [r for r, _ in draws(s, 12)] == [96, 80, 64, 48, 32] * 2 + [96, 80]
+    with pytest.raises(ValueError, match="round-robin"):
+        TrainSettings(resolutions=(32, 64), weights=(0.5, 0.5), steps=1, batch_size=4, lr=1e-3, dataset_size=10)
+
+
+def test_one_shuffled_pass_draws_every_image_exactly_once():
+    s = TrainSettings(resolutions=(16, 32), steps=1, batch_size=10, lr=1e-3, dataset_size=50, seed=4)
+    got = {16: [], 32: []}
+    for r, idx in draws(s, 20):  # 10 steps per resolution = 100 images = two passes of 50
+        got[r] += idx.tolist()
+    for r, idx in got.items():
+        first, second = idx[:50], idx[50:]
+        assert sorted(first) == list(range(50)) and sorted(second) == list(range(50)), r
+        assert first != second and first != list(range(50))  # shuffled, and reshuffled per pass
+    assert got[16][:50] != got[32][:50]  # each resolution has its own stream
+    # a pass boundary inside one batch: positions 45..54 = the last 5 of pass 0, the first 5 of pass 1
+    np.testing.assert_array_equal(stream_indices(4, 16, 50, 45, 10),
+                                  np.concatenate([stream_indices(4, 16, 50, 45, 5), stream_indices(4, 16, 50, 50, 5)]))
+
+
+def test_resume_replays_the_stream_positions():
+    for schedule, weights in (("round-robin", None), ("weighted", (0.3, 0.7))):
+        s = TrainSettings(resolutions=(16, 24), weights=weights, schedule=schedule, steps=1, batch_size=7,
+                          lr=1e-3, dataset_size=30, seed=2)
+        straight = draws(s, 12)
+        resumed = DataSchedule(s)
+        resumed.skip_to(8)
+        for k in range(8, 12):
+            r, idx = resumed.draw(k)
+            assert r == straight[k][0] and idx.tolist() == straight[k][1].tolist()
+
+
+def test_weighted_per_rank_draws_per_process():
+    s = TrainSettings(resolutions=(16, 24, 32), schedule="weighted-per-rank", steps=1, batch_size=8, lr=1e-3,
+                      dataset_size=40, seed=1)
+    r0, r1 = draws(s, 40, 0, 2), draws(s, 40, 1, 2)
+    assert all(len(idx) == 4 for _, idx in r0 + r1)  # each rank draws its own half batch
+    assert any(a[0] != b[0] for a, b in zip(r0, r1))  # ranks train on different resolutions in one step
+
+
+def test_lr_is_zero_at_step_zero_and_ramps_on_images_seen():
+    s = TrainSettings(resolutions=(32,), steps=1, batch_size=256, lr=1e-4, dataset_size=10,
+                      lr_warmup_nimg=10_000_000)
+    assert lr_at(s, 0) == 0.0
+    assert lr_at(s, 1) == pytest.approx(1e-4 * 256 / 1e7)
+    assert lr_at(s, 4899) == pytest.approx(1e-4 * 4899 * 256 / 1e7)  # the fine-tune at 1254 kimg: ~1.25e-5
+    assert lr_at(s, 50_000) == 1e-4
+    no_warmup = TrainSettings(resolutions=(32,), steps=1, batch_size=4, lr=1e-3, dataset_size=10)
+    assert (lr_at(no_warmup, 0), lr_at(no_warmup, 1)) == (0.0, 1e-3)  # EDM: min(nimg / 1e-8, 1)
+
+
+def test_ema_beta_of_the_first_steps_is_edms():
+    """EDM: halflife = min(500 kimg, nimg * 0.05) on the images before the step,
+    beta = 0.5 ** (batch / halflife); batch 256."""
+    s = TrainSettings(resolutions=(32,), steps=1, batch_size=256, lr=1e-3, dataset_size=10,
+                      ema_halflife_kimg=500, ema_rampup=0.05)
+    want = [0.0] + [0.5 ** (256 / (k * 256 * 0.05)) for k in range(1, 5)]  # 0, 2^-20, 2^-10, 2^-6.67, 2^-5
+    assert [ema_beta(s, k) for k in range(5)] == pytest.approx(want, rel=1e-12, abs=0)
+    transfer = TrainSettings(resolutions=(32,), steps=1, batch_size=256, lr=1e-3, dataset_size=10,
+                             ema_halflife_kimg=500, ema_rampup=None)
+    assert ema_beta(transfer, 0) == pytest.approx(0.5 ** (256 / 500_000))  # no ramp-up: keeps the base's EMA
 
 
 @pytest.mark.parametrize("cls", [UNetAdapter, DFUAdapter])
@@ -97,11 +168,12 @@ def test_bilinear_upsamples_source():
     assert (down - torch.from_numpy(src).permute(0, 3, 1, 2).float()).abs().mean() < 8
 
 
-def test_data_warmup_limits_resolutions_then_releases():
-    s = TrainSettings(resolutions=(16, 24, 32), steps=1, batch_size=10, lr=1e-3, dataset_size=10, seed=0,
-                      data_warmup_kimg=1.0, data_warmup_max_resolution=24)
-    early = {draw_step(s, k)[0] for k in range(100)}  # 100 steps x 10 images = 1 kimg
-    late = {draw_step(s, k)[0] for k in range(100, 400)}
+@pytest.mark.parametrize("schedule", ["round-robin", "weighted"])
+def test_data_warmup_limits_resolutions_then_releases(schedule):
+    s = TrainSettings(resolutions=(16, 24, 32), schedule=schedule, steps=1, batch_size=10, lr=1e-3, dataset_size=10,
+                      seed=0, data_warmup_kimg=1.0, data_warmup_max_resolution=24)
+    res = [r for r, _ in draws(s, 400)]
+    early, late = set(res[:100]), set(res[100:])  # 100 steps x 10 images = 1 kimg
     assert early == {16, 24} and late == {16, 24, 32}
 
 
@@ -110,7 +182,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient(cls):
     grads = []
     for micro in (None, ((16, 2), (24, 3))):
         torch.manual_seed(0)
-        s = TrainSettings(resolutions=(16, 24), steps=1, batch_size=6, lr=1e-3, dataset_size=len(FACES),
+        s = TrainSettings(resolutions=(24, 16), steps=1, batch_size=6, lr=1e-3, dataset_size=len(FACES),
                           seed=5, micro_batch=micro)
         t = cls("cpu-tiny").trainer(s)
         t.train_step(batch_fn)
