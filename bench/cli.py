@@ -6,6 +6,7 @@ Every user-input problem surfaces as BenchError: printed as `error: <one line>`
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,20 @@ from bench.errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from bench import __version__
+
+        typer.echo(f"dfu-bench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """dfu-bench: train, sample across resolutions, and score diffusion models."""
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
@@ -267,27 +282,60 @@ def list_registered():
     typer.echo("archs:    " + ", ".join(ARCHS))
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """One line for a usage error (unknown command or option, bad value, missing argument)."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "bench"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if not message:  # no_args_is_help: the help is printed above, the command is missing
+        message = f"`{where}` needs a command (listed above)"
+    return f"{message}; see `{where} --help`"
+
+
+def _crash_report(exc: BaseException) -> Path:
+    """Save the traceback of an unexpected exception; returns where it went."""
+    import datetime as dt
+    import traceback
+
+    from bench.io import cache_dir, write_text
+
+    path = cache_dir() / "logs" / f"crash-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    write_text(path, "".join(traceback.format_exception(exc)))
+    return path
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """The `bench` entry point: every failure ends in one `error:` line.
+
+    User errors (BenchError) and usage errors exit 2; an unexpected exception (a bug)
+    exits 1 after saving its traceback to a file named in the line.
+    """
+    say = int(os.environ.get("RANK", 0)) == 0  # every rank finds the same problem: say it once
     try:
         rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any
     except BenchError as exc:
-        import os
-
-        if int(os.environ.get("RANK", 0)) == 0:  # every rank finds the same problem: say it once
+        if say:
             for line in str(exc).splitlines():
                 print(f"error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # raised outside typer's command call
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):  # raised outside typer's command call
         rv = 130
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
+    except typer.TyperException as exc:  # typer's (vendored click's) usage errors
+        if say:
+            print(f"error: {_usage_line(exc)}", file=sys.stderr)
+        return 2 if getattr(exc, "exit_code", 2) == 2 else exc.exit_code
+    except Exception as exc:  # a bug: one line, the traceback in a file
+        if say:
+            try:
+                where = f"full traceback in {_crash_report(exc)}"
+            except OSError:
+                where = "the traceback could not be saved"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"error: unexpected {type(exc).__name__}: {first[:200]} ({where}); please report it",
+                  file=sys.stderr)
+        return 1
     if rv == 130:  # typer turns Ctrl-C inside a command into a silent exit code 130
         print("interrupted; run the same command again to resume from the last checkpoint or finished shard "
               "(bench run: with the same --run-id)", file=sys.stderr)

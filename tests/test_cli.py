@@ -96,3 +96,45 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, run_cli, tmp_path):
     smoke = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
     code, _, err = run_cli("run", str(smoke), "--results", str(tmp_path))
     assert code == 130 and "run the same command again to resume" in err and "--run-id" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    ((), "needs a command"),
+    (("frobnicate",), "No such command 'frobnicate'"),
+    (("run",), "Missing argument 'suite'"),
+    (("run", "x.yaml", "--bogus"), "No such option: --bogus"),
+    (("run", "suites/smoke.yaml", "--nproc", "0"), "--nproc"),
+    (("fid",), "Missing argument"),
+    (("data",), "needs a command"),
+    (("data", "prepare", "x", "--resolutions", "32"), "Missing option '--source'"),
+    (("model-card", "cpu-tiny", "--memory-batch", "zero"), "--memory-batch"),
+])
+def test_usage_errors_are_one_line_and_exit_2(run_cli, args, says):
+    """typer (0.29 vendors click as a private module) usage errors: no traceback, one line."""
+    code, out, err = run_cli(*args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and says in lines[-1] and lines[-1].startswith("error: ")
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and "Traceback" not in err + out
+
+
+def test_version(run_cli):
+    from bench import __version__
+
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"dfu-bench {__version__}"
+
+
+def test_unexpected_exception_is_one_line_with_the_saved_traceback(run_cli, monkeypatch, tmp_path):
+    import bench.cli
+
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path))
+
+    def boom(*a, **k):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(bench.cli, "_arch_from_arg", boom)
+    code, out, err = run_cli("model-card", "cpu-tiny")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: unexpected RuntimeError: something broke (full traceback in ")
+    saved = next((tmp_path / "logs").glob("crash-*.txt")).read_text()
+    assert "Traceback" in saved and "boom" in saved
