@@ -3,9 +3,10 @@ peak memory of one training step.
 
 Parameters and FLOPs are counted on the meta device (no memory, no compute), so
 `bench model-card paper-large` costs nothing. FLOPs come from torch's
-FlopCounterMode (convolutions, matmuls, the spectral einsum) plus the FFTs,
-which it does not count: 2.5 N log2 N per real 2-D transform of N points (half
-the classic 5 N log2 N of a complex FFT). Peak memory is measured on the real
+FlopCounterMode on the computation as it runs: convolutions, matmuls, and the
+spectral layer's truncated DFTs and mode mixing, which its default path computes as
+matrix products; where FFTs run (the layer's reference path) they are counted as
+2.5 N log2 N per real 2-D transform of N points (FlopCounterMode does not count them). Peak memory is measured on the real
 device: torch.cuda.max_memory_allocated on CUDA; on a CPU, the allocations
 torch.profiler records during one training step (replayed in order for the
 peak) plus weights, gradients and Adam state.
@@ -127,7 +128,8 @@ def model_card(arch: str | ArchConfig, resolutions: Sequence[int], memory: dict 
     card = {"arch": arch if isinstance(arch, str) else "custom", "mode": cfg.mode,
             "params_total": counts["total"], "params_spectral": counts["spectral"],
             "params_spatial": counts["spatial"], "flops_per_forward": flops,
-            "flops_note": "per image, one denoiser evaluation; FFTs counted as 2.5 N log2 N"}
+            "flops_note": "per image, one denoiser evaluation, as computed (spectral layers: truncated DFTs "
+                          "as matrix products); FFTs, where run, as 2.5 N log2 N"}
     if memory is not None:
         card["train_step_memory"] = memory
     return card

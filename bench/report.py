@@ -283,7 +283,7 @@ def model_card_table(run_dir: Path) -> str:
         lines.append("| " + " | ".join([name, f"{c['arch']} ({c['mode']})", f"{c['params_total']:,}",
                                          f"{c['params_spectral']:,}", f"{c['params_spatial']:,}", *flops, mem_s]) + " |")
     method = next((c["train_step_memory"]["method"] for c in cards.values() if c.get("train_step_memory")), "")
-    return ("## Model cards\n\nGFLOPs per image and denoiser evaluation (FFTs as 2.5 N log2 N); "
+    return ("## Model cards\n\nGFLOPs per image and denoiser evaluation, as computed (spectral layers as matrix products); "
             f"memory: {method}.\n\n" + "\n".join(lines) + "\n")
 
 

@@ -19,6 +19,7 @@ state-dict keys line up with theirs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -286,7 +287,9 @@ class SpectralConv2d(nn.Module):
         # Transforms in at least float32 (bf16 has too few bits for a DFT; half-precision FFTs
         # are limited to powers of two on CUDA), outside autocast.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        with torch.autocast(x.device.type, enabled=False):
+        kind = x.device.type  # (the meta device, used for FLOP counting, has no autocast)
+        autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        with torch.autocast(kind, enabled=False) if autocast else contextlib.nullcontext():
             if self.impl == "reference":
                 y = self.forward_reference(x.to(dtype), out_size)
             else:
