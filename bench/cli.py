@@ -222,18 +222,53 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
 
 
 @app.command("import-checkpoint")
-def import_checkpoint(state: Path = typer.Argument(..., help="state_dict of the authors' EDMPrecond (keys 'model.')"),
-                      arch: str = typer.Option(..., help="named architecture or a YAML/JSON file of ArchConfig fields"),
+def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snapshot (network-snapshot-*.pkl), or a "
+                                                        "state_dict of the authors' EDMPrecond (.pt/.safetensors)"),
+                      arch: Optional[str] = typer.Option(None, help="named architecture or a YAML/JSON file of ArchConfig "
+                                                                   "fields; needed for a state dict, and for a .pkl it "
+                                                                   "replaces the architecture read from the snapshot"),
                       out: Path = typer.Option(..., help="output .safetensors (a .json with the architecture goes beside it)")):
-    """Convert the authors' (Dahoas/edm) EDMPrecond state_dict into a dfu-bench checkpoint."""
+    """Convert the authors' (Dahoas/edm) or EDM's network into a dfu-bench checkpoint.
+
+    A .pkl snapshot is read without running anything from it: its `ema` network's weights and
+    constructor arguments are taken as data (the DFU authors' DualUNet, or EDM's SongUNet in the
+    DDPM++ configuration)."""
+    from bench import checkpoint
+
+    cfg = _arch_from_arg(arch) if arch is not None else None
+    if not state.is_file():
+        raise BenchError(f"{state} does not exist; give a network-snapshot-*.pkl or the file saved from the "
+                         "authors' net.state_dict()")
+    if state.suffix == ".pkl":
+        net, cfg, meta = _import_snapshot(state, cfg)
+    else:
+        if cfg is None:
+            raise BenchError(f"{state}: a state dict does not record its architecture; pass --arch "
+                             f"(only .pkl snapshots carry one)")
+        net, meta = _import_state_dict(state, cfg), {}
+    checkpoint.save(out, net.state_dict(), {"arch_config": cfg.to_dict(), "source": str(state), **meta})
+    typer.echo(str(out))
+
+
+def _import_snapshot(path: Path, cfg):
+    """(network, architecture, metadata) from an EDM snapshot, or BenchError naming why not."""
+    from models.snapshot import SnapshotError, load_snapshot
+
+    try:
+        net, cfg, info = load_snapshot(path, cfg)
+    except SnapshotError as exc:
+        raise BenchError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise BenchError(f"{path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return net, cfg, {"snapshot": info}
+
+
+def _import_state_dict(state: Path, cfg):
+    """The authors' EDMPrecond from its saved state dict (.pt or .safetensors)."""
     import torch
 
-    from bench import checkpoint
     from models.convert import from_authors_state_dict
 
-    cfg = _arch_from_arg(arch)
-    if not state.is_file():
-        raise BenchError(f"{state} does not exist; give the file saved from the authors' net.state_dict()")
     try:
         if state.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -243,15 +278,13 @@ def import_checkpoint(state: Path = typer.Argument(..., help="state_dict of the 
             sd = torch.load(str(state), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BenchError(f"{state} is not a readable state dict ({type(exc).__name__}); save net.state_dict() "
-                         "with torch.save (a pickled network object cannot be loaded safely)") from None
+                         "with torch.save, or give an EDM network-snapshot-*.pkl") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise BenchError(f"{state} does not hold a flat state dict of tensors; save net.state_dict()")
     try:
-        net = from_authors_state_dict(sd, cfg)
+        return from_authors_state_dict(sd, cfg)
     except ValueError as exc:
         raise BenchError(f"{state}: {exc}; check --arch") from None
-    checkpoint.save(out, net.state_dict(), {"arch_config": cfg.to_dict(), "source": str(state)})
-    typer.echo(str(out))
 
 
 def _arch_from_arg(arch: str):
