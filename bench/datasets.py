@@ -717,10 +717,14 @@ class PreparedDataset:
 # ----------------------------------------------------------------------------
 # registry and tensor conversion
 
+# grf lives in its own module (bench/grf.py).
+from bench.grf import GRF  # noqa: E402
+
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "toyfaces": ToyFaces,
     "imagefolder": ImageFolder,
     "prepared": PreparedDataset,
+    "grf": GRF,
 }
 
 
