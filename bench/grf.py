@@ -31,6 +31,9 @@ odd N every |k| <= (N-1)/2 is representable and nothing is dropped.  So there is
 no pixel window and no aliasing: pixel values are exact samples of a band-limited
 function.
 
+Cost: 0.16 ms per image at 16 px, 0.52 at 32, 1.6 at 64, 3.2 at 96 (batches of
+1,000 on a shared 2-core machine); nothing is cached, as nothing needs to be.
+
 Coefficients are drawn in square shells m = max(|ky|, |kx|) = 1, 2, ...: shell m
 of image i comes from numpy's default_rng([seed, i, m]) as 4m half-plane
 frequencies (kx > 0, or kx = 0 and ky > 0) in (kx, ky) order, each with a
