@@ -245,6 +245,10 @@ def test_metric_rejects_bad_input():
         with pytest.raises(BenchError) as err:
             grf_spectrum_metric(bad, ds)
         assert_one_line(err)
+    # blank samples are scored, not refused: the error per bin is capped at 60 dB and
+    # there is no correlation length to measure
+    blank = grf_spectrum_metric(np.full((4, 32, 32, 3), 128, np.uint8), ds)
+    assert blank["grf_lsd_db"] == pytest.approx(60.0) and math.isnan(blank["grf_corr_length"])
 
 
 def test_registered_and_built_from_a_suite():
