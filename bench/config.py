@@ -24,14 +24,28 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
-    kind: Literal["toyfaces", "imagefolder", "prepared"] = "toyfaces"
-    size: Optional[int] = Field(None, gt=0, description="toyfaces: number of images")
+    kind: Literal["toyfaces", "imagefolder", "prepared", "grf", "openmoji"] = "toyfaces"
+    size: Optional[int] = Field(None, gt=0, description="toyfaces, grf: number of images; openmoji: the first "
+                                                        "`size` of the subset (default: all of it)")
     seed: int = 0
     path: Optional[str] = Field(None, description="imagefolder: folder or .zip of images")
     name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                                 description="prepared: the NAME given to `bench data prepare`")
     root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
     source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
+    # grf (bench/grf.py): P(k) = A (|k|^2 + kappa^2)^(-alpha), k in cycles per unit length
+    kappa: Optional[float] = Field(None, gt=0, description="grf: spectral knee, cycles per unit length (default 2)")
+    alpha: Optional[float] = Field(None, gt=1, le=10, description="grf: spectral exponent (default 2); > 1 "
+                                                                  "for a finite variance")
+    std: Optional[float] = Field(None, gt=0, le=1.5, description="grf: the field's standard deviation (default 1; "
+                                                                 "+-4.5 map to uint8 0 and 255)")
+    channel_correlation: Optional[float] = Field(None, gt=-0.5, lt=1, description="grf: correlation of the three "
+                                                                                  "channels (default 0)")
+    # openmoji (bench/openmoji.py)
+    subset: Optional[Literal["faces", "emoji", "all"]] = Field(None, description="openmoji: which emoji (default faces)")
+    background: Optional[tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
+                               Annotated[int, Field(ge=0, le=255)]]] = Field(
+        None, description="openmoji: RGB background, 0-255 (default [255, 255, 255])")
 
     @model_validator(mode="after")
     def _check(self):
@@ -45,6 +59,13 @@ class DatasetConfig(Strict):
             raise ValueError("prepared reads ROOT/NAME, not `path`; remove `path` (put the original images in `source`)")
         if self.kind != "prepared" and (self.name or self.root or self.source):
             raise ValueError(f"name/root/source only apply to kind: prepared; remove them from this {self.kind} dataset")
+        if self.kind in ("grf", "openmoji") and self.path:
+            raise ValueError(f"{self.kind} is generated; remove `path` or use kind: imagefolder")
+        for owner, keys in (("grf", ("kappa", "alpha", "std", "channel_correlation")),
+                            ("openmoji", ("subset", "background"))):
+            stray = [k for k in keys if getattr(self, k) is not None]
+            if self.kind != owner and stray:
+                raise ValueError(f"{'/'.join(stray)}: only for kind: {owner}; remove from this {self.kind} dataset")
         return self
 
 

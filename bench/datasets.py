@@ -717,10 +717,16 @@ class PreparedDataset:
 # ----------------------------------------------------------------------------
 # registry and tensor conversion
 
+# grf (bench/grf.py) and openmoji (bench/openmoji.py) live in their own modules.
+from bench.grf import GRF  # noqa: E402
+from bench.openmoji import OpenMoji  # noqa: E402
+
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "toyfaces": ToyFaces,
     "imagefolder": ImageFolder,
     "prepared": PreparedDataset,
+    "grf": GRF,
+    "openmoji": OpenMoji,
 }
 
 

@@ -119,7 +119,7 @@ def test_toyfaces_bad_arguments_raise():
 
 
 def test_registry_builds_and_describes():
-    assert set(DATASETS) == {"toyfaces", "imagefolder", "prepared"}
+    assert set(DATASETS) == {"toyfaces", "imagefolder", "prepared", "grf", "openmoji"}
     ds = build_dataset("toyfaces", size=5, seed=2)
     assert isinstance(ds, ImageDataset) and len(ds) == 5 and ds.name == "toyfaces"
     info = json.loads(json.dumps(ds.describe()))
