@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from bench import checkpoint
+from bench import checkpoint, grf, openmoji
 from bench.config import ModelConfig, SuiteConfig
 from bench.datasets import build_dataset, to_float_tensor
 from bench.errors import BenchError
@@ -72,6 +72,10 @@ def _dataset_kwargs(cfg: SuiteConfig) -> dict:
         return {"size": d.size or 10000, "seed": d.seed}
     if d.kind == "prepared":
         return {"name": d.name, "root": d.root, "source": d.source}
+    if d.kind == "grf":
+        return grf.options_from_config(d)
+    if d.kind == "openmoji":
+        return openmoji.options_from_config(d)
     return {"path": d.path}
 
 
