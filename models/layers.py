@@ -320,6 +320,9 @@ class SpectralConv2d(nn.Module):
         bases = truncated_dft_bases if torch.compiler.is_compiling() else _cached_dft_bases
         fw, fh, gh, gw = bases((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
         # analysis: columns (x . e^{-i k2 w}), then rows -> X (B, I, m2, [re | im], M)
+        compiling = torch.compiler.is_compiling()
+        if compiling:
+            x = _LayoutBarrier.apply(x)
         a = (x.reshape(b * i * h, w) @ fw).reshape(b, i, h, 2, m2)
         xk = (a.permute(0, 1, 4, 3, 2).reshape(b * i * m2, 2 * h) @ fh).reshape(b, i, m2, 2, m)
         # channel mixing per kept mode, (B, I, M, m2, 2) -> (B, O, M, m2, 2)
@@ -327,7 +330,8 @@ class SpectralConv2d(nn.Module):
         yk = self._mix(xk.permute(0, 1, 4, 2, 3), wk)
         # synthesis: rows, then the real inverse along columns
         z = (yk.permute(0, 1, 3, 4, 2).reshape(b * o * m2, 2 * m) @ gh).reshape(b, o, m2, 2, ho)
-        return (z.permute(0, 1, 4, 3, 2).reshape(b * o * ho, 2 * m2) @ gw).reshape(b, o, ho, wo)
+        y = (z.permute(0, 1, 4, 3, 2).reshape(b * o * ho, 2 * m2) @ gw).reshape(b, o, ho, wo)
+        return _LayoutBarrier.apply(y) if compiling else y
 
     def _mix(self, xk: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, I, M, m2, 2) x (I, O, M, m2, 2) -> (B, O, M, m2, 2) as one batched GEMM over the modes."""
@@ -365,6 +369,24 @@ class _ContiguousBmm(torch.autograd.Function):
         grad_a = torch.bmm(grad, b.transpose(1, 2).contiguous()) if ctx.needs_input_grad[0] else None
         grad_b = torch.bmm(a.transpose(1, 2).contiguous(), grad) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
+
+
+class _LayoutBarrier(torch.autograd.Function):
+    """Identity that hands on contiguous copies, forwards and backwards (used under torch.compile).
+
+    A traced graph can predict another memory layout for an activation or its gradient
+    than it has at run time (on CPU, fake strides of channels_last convolution and
+    group-norm outputs disagree with the real ones), and a reshape traced as a view then
+    fails when the graph runs. Copies made at the layer's boundary are layout-proof;
+    inductor fuses them away where they are not needed."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone(memory_format=torch.contiguous_format)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clone(memory_format=torch.contiguous_format)
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

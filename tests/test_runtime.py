@@ -27,7 +27,7 @@ def train_and_sample(**options):
     adapter = DFUAdapter("cpu-tiny", sample_steps=2, **options)
     trainer = adapter.trainer(settings(precision=options.get("precision", "fp32"),
                                        compile_backend=options.get("compile_backend")))
-    losses = [trainer.train_step(batch_fn) for _ in range(2)]
+    losses = [trainer.train_step(batch_fn) for _ in range(3)]
     adapter.adopt(trainer)
     return adapter, losses, adapter.sample(2, 16, seed=0, batch_size=2)
 
@@ -90,3 +90,16 @@ def test_bad_precision_is_one_line():
     with pytest.raises(BenchError, match="runtime.precision"):
         parse_suite({"name": "x", "dataset": {}, "models": [{"name": "b", "adapter": "bilinear"}],
                      "sample": {"resolutions": [16], "n": 2}, "runtime": {"precision": "fp8"}})
+
+
+def test_whole_dfu_is_one_graph_for_torch_compile(one_thread):
+    """No graph break anywhere in EDMPrecond(DualUNet): the spectral layer needs no complex dtype."""
+    import torch._dynamo
+
+    from models.edm import EDMPrecond
+    from models.networks import DualUNet, get_arch
+
+    torch._dynamo.reset()
+    net = EDMPrecond(DualUNet(get_arch("cpu-tiny")))
+    explanation = torch._dynamo.explain(net)(torch.randn(2, 3, 16, 16), torch.ones(2))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0)
