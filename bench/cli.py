@@ -83,7 +83,10 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
                  out: Optional[Path] = typer.Option(None, help="root folder [default: $DFU_BENCH_DATA or data/]"),
                  skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out images that cannot be "
                                                                           "decoded (listed in the manifest)"),
-                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]")):
+                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]"),
+                 filter: str = typer.Option("lanczos", help="resize filter: lanczos (PIL LANCZOS, as EDM's "
+                                                            "dataset_tool) or bilinear-aa (antialiased bilinear = "
+                                                            "torchvision Resize on PIL, as the authors' LSUN sets)")):
     """Centre-crop and resize every image of SOURCE once per resolution into PNG shards + manifest.json.
 
     Run it again with the same arguments to resume, or with more resolutions to add them.
@@ -91,7 +94,7 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     from bench.datasets import DEFAULT_SHARD_SIZE
     from bench.prepare import parse_resolutions, prepare
 
-    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
+    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
 
 
 @app.command()

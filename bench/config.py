@@ -32,9 +32,14 @@ class DatasetConfig(Strict):
                                 description="prepared: the NAME given to `bench data prepare`")
     root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
     source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
+    filter: Optional[Literal["lanczos", "bilinear-aa"]] = Field(
+        None, description="imagefolder: the resize filter (default lanczos); prepared: the filter the data must "
+                          "have been prepared with (checked against its manifest; unset: not checked)")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.kind == "toyfaces" and self.filter:
+            raise ValueError("toyfaces is rendered at each resolution, not resized; remove `filter`")
         if self.kind == "imagefolder" and not self.path:
             raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
         if self.kind == "toyfaces" and self.path:

@@ -25,7 +25,7 @@ import yaml
 
 from bench import checkpoint
 from bench.config import ModelConfig, SuiteConfig
-from bench.datasets import build_dataset, to_float_tensor
+from bench.datasets import RESIZE_FILTER, build_dataset, to_float_tensor
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, atomic_path, pick_device, rank_info, write_json, write_text
 from bench.progress import console, progress
@@ -71,8 +71,8 @@ def _dataset_kwargs(cfg: SuiteConfig) -> dict:
     if d.kind == "toyfaces":
         return {"size": d.size or 10000, "seed": d.seed}
     if d.kind == "prepared":
-        return {"name": d.name, "root": d.root, "source": d.source}
-    return {"path": d.path}
+        return {"name": d.name, "root": d.root, "source": d.source, "filter": d.filter}
+    return {"path": d.path, "filter": d.filter or RESIZE_FILTER}
 
 
 def data_resolutions(cfg: SuiteConfig) -> list[int]:
