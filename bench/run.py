@@ -450,10 +450,10 @@ class Runner:
     def cache(self):
         if self._cache is None:
             from bench.io import cache_dir
-            from bench.metrics import FeatureCache, FeatureExtractor
+            from bench.metrics import FeatureCache, build_feature_extractor
 
             mc = self.cfg.metrics
-            extractor = FeatureExtractor(self.plan.device, mc.batch_size, mc.inception_path, mc.fid_mode)
+            extractor = build_feature_extractor(mc.fid_mode, self.plan.device, mc.batch_size, mc.inception_path)
             self._cache = FeatureCache(cache_dir() / "features", extractor)
         return self._cache
 
