@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
 
@@ -207,10 +207,14 @@ class SampleConfig(Strict):
 
 
 MetricName = Literal["fid", "kid", "pr", "patch-fid", "patch-kid", "spectral"]
+FidMode = Literal["clean", "legacy"]
 
 
 class MetricsConfig(Strict):
-    fid_mode: Literal["clean"] = "clean"
+    fid_mode: Union[FidMode, list[FidMode]] = Field(
+        "clean", description="clean: clean-fid (PIL bicubic to 299); legacy: EDM fid.py's protocol (uint8 at native "
+                             "size, TF1-style bilinear resize inside Inception); a list computes every Inception "
+                             "metric in each mode, the first one is primary (figures, findings)")
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
@@ -219,11 +223,29 @@ class MetricsConfig(Strict):
     patches_per_image: int = Field(4, ge=1)
     pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall")
 
+    # Unions report one error per member; these say what is wrong in one line instead.
+    @field_validator("fid_mode", mode="before")
+    @classmethod
+    def _one_mode_or_a_list(cls, v):
+        modes = [v] if isinstance(v, str) else v
+        if not isinstance(modes, list) or any(m not in get_args(FidMode) for m in modes):
+            raise ValueError(f"give clean, legacy or a list of them, not {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         if "fid" not in self.metrics:
             raise ValueError("metrics must include fid (the plot and tables are built on it)")
+        if not self.fid_modes:
+            raise ValueError("fid_mode is an empty list; give clean, legacy or a list of them")
+        if len(set(self.fid_modes)) != len(self.fid_modes):
+            raise ValueError("fid_mode repeats a mode; list each once")
         return self
+
+    @property
+    def fid_modes(self) -> list[str]:
+        """The FID modes to compute, the primary one first."""
+        return [self.fid_mode] if isinstance(self.fid_mode, str) else list(self.fid_mode)
 
 
 class RuntimeConfig(Strict):

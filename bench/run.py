@@ -453,7 +453,7 @@ class Runner:
             from bench.metrics import FeatureCache, build_feature_extractor
 
             mc = self.cfg.metrics
-            extractor = build_feature_extractor(mc.fid_mode, self.plan.device, mc.batch_size, mc.inception_path)
+            extractor = build_feature_extractor(mc.fid_modes[0], self.plan.device, mc.batch_size, mc.inception_path)
             self._cache = FeatureCache(cache_dir() / "features", extractor)
         return self._cache
 
@@ -511,7 +511,7 @@ class Runner:
                     row = {"model": m.name, "adapter": m.adapter,
                            "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
                            "sample_resolution": res, "seed_set": s, "n": len(fake), "n_ref": len(real),
-                           "fid_mode": self.cfg.metrics.fid_mode,
+                           "fid_mode": self.cfg.metrics.fid_modes[0],
                            "seconds": self.timings.get((m.name, res, s), float("nan"))}
                     row.update(scores)
                     rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
