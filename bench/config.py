@@ -215,6 +215,10 @@ class MetricsConfig(Strict):
         "clean", description="clean: clean-fid (PIL bicubic to 299); legacy: EDM fid.py's protocol (uint8 at native "
                              "size, TF1-style bilinear resize inside Inception); a list computes every Inception "
                              "metric in each mode, the first one is primary (figures, findings)")
+    reference_n: Optional[Union[int, Literal["all"]]] = Field(
+        None, description="real images per resolution for the reference statistics: a number (the first N) or "
+                          "all (the paper's protocol); both are streamed. Default: min(sample.n, dataset size), "
+                          "held in memory")
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
@@ -231,6 +235,13 @@ class MetricsConfig(Strict):
         if not isinstance(modes, list) or any(m not in get_args(FidMode) for m in modes):
             raise ValueError(f"give clean, legacy or a list of them, not {v!r}")
         return v
+
+    @field_validator("reference_n", mode="before")
+    @classmethod
+    def _count_or_all(cls, v):
+        if v is None or v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+            return v
+        raise ValueError(f"give a number of real images (at least 2) or all, not {v!r}")
 
     @model_validator(mode="after")
     def _check(self):
@@ -356,6 +367,10 @@ def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
     data["sample"].update(n=TINY["sample_n"], steps=TINY["sample_steps"], seeds=data["sample"]["seeds"][:1],
                           batch_size=min(data["sample"]["batch_size"], TINY["batch"]))
     data["metrics"]["batch_size"] = min(data["metrics"]["batch_size"], TINY["batch"])
+    if data["metrics"].get("reference_n") is not None:
+        # `all` on FFHQ is 70,000 images per resolution and mode: hours of Inception on a
+        # CPU. A dry run streams as many as it samples, through the same streamed path.
+        data["metrics"]["reference_n"] = TINY["sample_n"]
     return parse_suite(data, f"{cfg.name} at --scale tiny")
 
 

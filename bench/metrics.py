@@ -307,6 +307,20 @@ def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, h, w = x.shape
     x = x - x.mean(axis=(1, 2), keepdims=True)
     power = (np.abs(np.fft.fft2(x)) ** 2).mean(axis=0) / (h * w)
+    return radial_average(power)
+
+
+def power_sum(images: np.ndarray) -> np.ndarray:
+    """Sum over NHWC uint8 images of the 2-D power that radial_power_spectrum averages:
+    a streamed set adds these up batch by batch, then radial_average(total / (N * H * W))."""
+    x = np.asarray(images, np.float64).mean(axis=3) / 255.0
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    return (np.abs(np.fft.fft2(x)) ** 2).sum(axis=0)
+
+
+def radial_average(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency, radially averaged power) of an HxW power spectrum (see radial_power_spectrum)."""
+    h, w = power.shape
     fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
     k = np.rint(np.sqrt(fx ** 2 + fy ** 2) * h).astype(int).ravel()
     nbins = h // 2
@@ -323,15 +337,21 @@ def log_spectral_distance(images_a: np.ndarray, images_b: np.ndarray) -> float:
                          f"and {images_b.shape[1:3]}; compare sets at the same resolution")
     _, pa = radial_power_spectrum(images_a)
     _, pb = radial_power_spectrum(images_b)
+    return spectrum_distance(pa, pb)
+
+
+def spectrum_distance(pa: np.ndarray, pb: np.ndarray) -> float:
+    """RMS difference in dB between two radial power spectra of the same bins."""
     eps = 1e-12
     return float(np.sqrt(np.mean((10 * np.log10((pa + eps) / (pb + eps))) ** 2)))
 
 
-def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -> np.ndarray:
+def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0, first: int = 0) -> np.ndarray:
     """`per_image` square crops of `size` px per image, at native resolution.
 
     Crop positions of image i come from a generator keyed by (seed, i), so real
-    and generated sets go through the very same transform.
+    and generated sets go through the very same transform. `first`: the set index
+    of images[0], so a set streamed in batches gets the crops of the whole array.
     """
     n, h, w, _ = images.shape
     if size > min(h, w):
@@ -339,7 +359,7 @@ def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -
                          f"lower metrics.patch_size or drop patch metrics at this resolution")
     out = np.empty((n * per_image, size, size, images.shape[3]), np.uint8)
     for i in range(n):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, first + i])
         ys = rng.integers(0, h - size + 1, per_image)
         xs = rng.integers(0, w - size + 1, per_image)
         for k, (y, x) in enumerate(zip(ys, xs)):
@@ -347,23 +367,31 @@ def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -
     return out
 
 
-def content_key(images: np.ndarray, *salt: str) -> str:
-    """sha256 of the pixels, their shape and what will be computed from them."""
+def content_hasher(shape: tuple, *salt: str):
+    """A sha256 primed with what will be computed (salt) and the array's shape; feed it the
+    pixels in order, all at once (content_key) or batch by batch (a streamed set): same key."""
     h = hashlib.sha256()
     for s in salt:
         h.update(s.encode())
         h.update(b"\0")
-    h.update(str(images.shape).encode())
+    h.update(str(tuple(shape)).encode())
+    return h
+
+
+def content_key(images: np.ndarray, *salt: str) -> str:
+    """sha256 of the pixels, their shape and what will be computed from them."""
+    h = content_hasher(images.shape, *salt)
     h.update(np.ascontiguousarray(images).tobytes())
     return h.hexdigest()
 
 
 class FeatureCache:
-    """Inception features on disk, keyed by image content and extractor identity.
+    """Inception features on disk, keyed by image content and extractor identity (which names the FID mode).
 
     One feature pass per image set: any stage, run or suite that asks for the
     features of the same pixels through the same extractor gets the stored
     array. `computed` / `reused` count what happened, for the run log.
+    A set too large to hold (bench.refset) uses hasher / load / store directly.
     """
 
     def __init__(self, root: Path, extractor: "FeatureExtractor"):
@@ -380,7 +408,12 @@ class FeatureCache:
         self._memo[key] = self._load_or_compute(key, images, kind, desc)
         return self._memo[key]
 
-    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+    def hasher(self, shape: tuple, *salt: str):
+        """content_hasher for this extractor: feed it the pixels, then load/store by its hexdigest."""
+        return content_hasher(shape, self.extractor.identity, *salt)
+
+    def load(self, key: str, rows: int, kind: str) -> np.ndarray | None:
+        """The stored features of `key` (rows x 2048), or None; collective under torchrun."""
         from bench import dist
 
         path = self.root / key[:2] / f"{key}.npy"
@@ -388,22 +421,30 @@ class FeatureCache:
         if path.is_file():
             try:
                 feats = np.load(path)
-                if feats.shape != (len(images), FEATURE_DIM):
+                if feats.shape != (rows, FEATURE_DIM):
                     feats = None
             except (OSError, ValueError):
                 feats = None  # unreadable cache entry: recompute and overwrite it
         # under torchrun every rank must take the same branch (the computation is collective)
-        if dist.broadcast(feats is not None):
-            if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
-                feats = dist.broadcast(feats)
-            self.reused[kind] = self.reused.get(kind, 0) + 1
-            return feats
-        feats = self.extractor.array_features(images, desc=desc)
+        if not dist.broadcast(feats is not None):
+            return None
+        if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
+            feats = dist.broadcast(feats)
+        self.reused[kind] = self.reused.get(kind, 0) + 1
+        return feats
+
+    def store(self, key: str, feats: np.ndarray, kind: str) -> None:
         if rank_info()[0] == 0:
-            with atomic_path(path) as tmp:
+            with atomic_path(self.root / key[:2] / f"{key}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, feats)
         self.computed[kind] = self.computed.get(kind, 0) + 1
+
+    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+        feats = self.load(key, len(images), kind)
+        if feats is None:
+            feats = self.extractor.array_features(images, desc=desc)
+            self.store(key, feats, kind)
         return feats
 
 
