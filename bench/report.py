@@ -194,9 +194,9 @@ def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
         other = [m for m in run_modes if len(same_protocol(reference, m))]
         where = (f"they stand beside this run's {fid_impl(other[0])} table" if other else
                  "add legacy to metrics.fid_mode for numbers of their protocol")
-        return ours, (f"The published numbers for {ref_name} ({impls}) follow EDM fid.py's protocol, not "
-                      f"{fid_impl(mode)}, so they are not comparable with this table and are not shown in it; "
-                      f"{where}.")
+        return ours, (f"The published numbers for {ref_name} ({impls}) are comparable only with numbers of EDM "
+                      f"fid.py's protocol (bench/paper.py), not with {fid_impl(mode)}, so this table leaves them "
+                      f"out; {where}.")
     shown = reference_in_range(comparable, grid)
     if not len(shown):
         lo, hi = (int(reference["sample_resolution"].min()), int(reference["sample_resolution"].max())) \

@@ -187,8 +187,8 @@ def test_reference_rows_only_beside_their_protocol(lsun_report, plain_report):
     assert "the `legacy` mode, EDM fid.py's protocol" in legacy and "their protocol is this table's" in legacy
     assert "paper:" not in clean and "| this run |" not in clean
     assert "clean-fid's `clean` mode" in clean
-    assert ("The published numbers for lsun_church (edm-fid) follow EDM fid.py's protocol, not clean-fid clean "
-            "mode, so they are not comparable with this table") in clean
+    assert ("The published numbers for lsun_church (edm-fid) are comparable only with numbers of EDM fid.py's "
+            "protocol (bench/paper.py), not with clean-fid clean mode, so this table leaves them out") in clean
     assert "they stand beside this run's legacy mode (EDM fid.py protocol) table" in clean
     for kid in (section(md, "## KID, clean mode"), section(md, "## KID, legacy mode")):
         assert "paper:" not in kid
@@ -204,7 +204,7 @@ def test_clean_only_run_shows_no_paper_numbers_and_says_why(tmp_path):
     write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
     md, tex, idx = (run / "table.md").read_text(), (run / "table.tex").read_text(), (run / "index.md").read_text()
     assert "paper:" not in md and "paper:" not in tex and "edm-fid" not in tex
-    assert "not comparable with this table" in md and "add legacy to metrics.fid_mode" in md
+    assert "so this table leaves them out" in md and "add legacy to metrics.fid_mode" in md
     assert "the published FID values are not drawn: their protocol is not clean-fid clean mode" in idx
     assert "add legacy to metrics.fid_mode" in section(idx, "## Findings")
     assert "Published numbers for lsun_church" not in idx  # no comparison sentences across protocols
