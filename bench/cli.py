@@ -33,6 +33,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """dfu-bench: train, sample across resolutions, and score diffusion models."""
 
 
+MODE_HELP = ("FID mode: clean (clean-fid, PIL bicubic to 299) or legacy (EDM fid.py's protocol, as the paper: "
+             "native-size uint8 into torch-fidelity's inception-v3-compat, TF1 bilinear resize inside)")
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
 app.add_typer(data_app, name="data")
 
@@ -98,7 +101,10 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
                  out: Optional[Path] = typer.Option(None, help="root folder [default: $DFU_BENCH_DATA or data/]"),
                  skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out images that cannot be "
                                                                           "decoded (listed in the manifest)"),
-                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]")):
+                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]"),
+                 filter: str = typer.Option("lanczos", help="resize filter: lanczos (PIL LANCZOS, as EDM's "
+                                                            "dataset_tool) or bilinear-aa (antialiased bilinear = "
+                                                            "torchvision Resize on PIL, as the authors' LSUN sets)")):
     """Centre-crop and resize every image of SOURCE once per resolution into PNG shards + manifest.json.
 
     Run it again with the same arguments to resume, or with more resolutions to add them.
@@ -106,7 +112,7 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     from bench.datasets import DEFAULT_SHARD_SIZE
     from bench.prepare import parse_resolutions, prepare
 
-    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE)
+    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
 
 
 @app.command()
@@ -115,13 +121,14 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
         batch_size: int = typer.Option(32, min=1),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-        inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt")):
-    """Clean-mode FID between two image folders or zips (last line of output)."""
+        inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
+        mode: str = typer.Option("clean", help=MODE_HELP)):
+    """FID between two image folders or zips (last line of output), in clean or legacy mode."""
     from bench.io import pick_device
-    from bench.metrics import FeatureExtractor, ImageSet, fid_of_sets
+    from bench.metrics import ImageSet, build_feature_extractor, fid_of_sets
 
     ImageSet(a), ImageSet(b)  # validate both before loading Inception
-    result = fid_of_sets(a, b, FeatureExtractor(pick_device(device), batch_size, inception))
+    result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
 
@@ -136,14 +143,15 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
             patches_per_image: int = typer.Option(4, min=1),
             kid_subset_seed: int = typer.Option(0),
             device: str = typer.Option("auto"),
-            inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt")):
+            inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
+            mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
     """Any metrics between two image sets (A = generated, B = reference); features are cached."""
     from bench.metrics import compare_sets
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
                           patch_size=patch_size, patches_per_image=patches_per_image,
-                          kid_subset_seed=kid_subset_seed)
+                          kid_subset_seed=kid_subset_seed, mode=mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
 
@@ -46,9 +46,14 @@ class DatasetConfig(Strict):
     background: Optional[tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
                                Annotated[int, Field(ge=0, le=255)]]] = Field(
         None, description="openmoji: RGB background, 0-255 (default [255, 255, 255])")
+    filter: Optional[Literal["lanczos", "bilinear-aa"]] = Field(
+        None, description="imagefolder: the resize filter (default lanczos); prepared: the filter the data must "
+                          "have been prepared with (checked against its manifest; unset: not checked)")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.kind == "toyfaces" and self.filter:
+            raise ValueError("toyfaces is rendered at each resolution, not resized; remove `filter`")
         if self.kind == "imagefolder" and not self.path:
             raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
         if self.kind == "toyfaces" and self.path:
@@ -223,10 +228,18 @@ class SampleConfig(Strict):
 
 
 MetricName = Literal["fid", "kid", "pr", "patch-fid", "patch-kid", "spectral"]
+FidMode = Literal["clean", "legacy"]
 
 
 class MetricsConfig(Strict):
-    fid_mode: Literal["clean"] = "clean"
+    fid_mode: Union[FidMode, list[FidMode]] = Field(
+        "clean", description="clean: clean-fid (PIL bicubic to 299); legacy: EDM fid.py's protocol (uint8 at native "
+                             "size, TF1-style bilinear resize inside Inception); a list computes every Inception "
+                             "metric in each mode, the first one is primary (figures, findings)")
+    reference_n: Optional[Union[int, Literal["all"]]] = Field(
+        None, description="real images per resolution for the reference statistics: a number (the first N) or "
+                          "all (the paper's protocol); both are streamed. Default: min(sample.n, dataset size), "
+                          "held in memory")
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
@@ -235,11 +248,36 @@ class MetricsConfig(Strict):
     patches_per_image: int = Field(4, ge=1)
     pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall")
 
+    # Unions report one error per member; these say what is wrong in one line instead.
+    @field_validator("fid_mode", mode="before")
+    @classmethod
+    def _one_mode_or_a_list(cls, v):
+        modes = [v] if isinstance(v, str) else v
+        if not isinstance(modes, list) or any(m not in get_args(FidMode) for m in modes):
+            raise ValueError(f"give clean, legacy or a list of them, not {v!r}")
+        return v
+
+    @field_validator("reference_n", mode="before")
+    @classmethod
+    def _count_or_all(cls, v):
+        if v is None or v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+            return v
+        raise ValueError(f"give a number of real images (at least 2) or all, not {v!r}")
+
     @model_validator(mode="after")
     def _check(self):
         if "fid" not in self.metrics:
             raise ValueError("metrics must include fid (the plot and tables are built on it)")
+        if not self.fid_modes:
+            raise ValueError("fid_mode is an empty list; give clean, legacy or a list of them")
+        if len(set(self.fid_modes)) != len(self.fid_modes):
+            raise ValueError("fid_mode repeats a mode; list each once")
         return self
+
+    @property
+    def fid_modes(self) -> list[str]:
+        """The FID modes to compute, the primary one first."""
+        return [self.fid_mode] if isinstance(self.fid_mode, str) else list(self.fid_mode)
 
 
 class RuntimeConfig(Strict):
@@ -350,6 +388,10 @@ def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
     data["sample"].update(n=TINY["sample_n"], steps=TINY["sample_steps"], seeds=data["sample"]["seeds"][:1],
                           batch_size=min(data["sample"]["batch_size"], TINY["batch"]))
     data["metrics"]["batch_size"] = min(data["metrics"]["batch_size"], TINY["batch"])
+    if data["metrics"].get("reference_n") is not None:
+        # `all` on FFHQ is 70,000 images per resolution and mode: hours of Inception on a
+        # CPU. A dry run streams as many as it samples, through the same streamed path.
+        data["metrics"]["reference_n"] = TINY["sample_n"]
     return parse_suite(data, f"{cfg.name} at --scale tiny")
 
 

@@ -13,7 +13,9 @@ that, from one definition of the data.
   broken heads).
 * `imagefolder` reads a folder or a .zip of images; each is converted to RGB,
   centre-cropped to a square (the shorter side is kept) and resized with one
-  filter, PIL's LANCZOS, as EDM's dataset tool does.
+  filter of RESIZE_FILTERS: `lanczos` (default; PIL's LANCZOS, as EDM's dataset
+  tool made the FFHQ sets) or `bilinear-aa` (antialiased bilinear, as the
+  authors' datasets/resize.py made their LSUN-Church sets).
 * `prepared` reads what `bench data prepare` (bench/prepare.py) made from such a
   folder: the same pixels, resized once ahead of time and stored as PNG shards
   per resolution, so a 70,000-image dataset is not decoded and resized on
@@ -45,7 +47,7 @@ from models.adapters import to_uint8  # noqa: F401  (one rounding rule, shared w
 
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 512
-RESIZE_FILTER = "lanczos"
+RESIZE_FILTER = "lanczos"  # the default filter
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 
 # Pixels rendered per vectorised step: large enough to amortise numpy's per-call
@@ -397,8 +399,27 @@ class ToyFaces:
 
 CROP_RULE = ("centre square on the shorter side: left = (w - side) // 2, top = (h - side) // 2, "
              "side = min(w, h)")
-FILTER_DESCRIPTION = ("PIL Image.resize with Image.LANCZOS (antialiased: the kernel widens with the "
-                      "downscale factor), once from the centre square to each resolution")
+# name -> (PIL filter, description for manifests). Both are PIL's resampling, which
+# widens the kernel with the downscale factor (antialiased). `bilinear-aa` is PIL's
+# BILINEAR without reducing_gap, which is what torchvision's Resize(size) calls on a
+# PIL image (tests/test_datasets.py checks the two are equal byte for byte); with a
+# reducing_gap PIL first box-reduces and the bytes differ at >= 4x downscales.
+RESIZE_FILTERS = {
+    "lanczos": (Image.LANCZOS, "lanczos: PIL Image.resize with Image.LANCZOS (antialiased: the kernel widens "
+                               "with the downscale factor), once from the centre square to each resolution, as "
+                               "EDM's dataset_tool"),
+    "bilinear-aa": (Image.BILINEAR, "bilinear-aa: PIL Image.resize with Image.BILINEAR and no reducing_gap "
+                                    "(antialiased: the kernel widens with the downscale factor), once from the "
+                                    "centre square to each resolution; equal to torchvision Resize(size) on a PIL "
+                                    "image, as the authors' datasets/resize.py"),
+}
+
+
+def check_filter(name: str) -> str:
+    """A resize filter's name, or BenchError listing the known ones."""
+    if name not in RESIZE_FILTERS:
+        raise BenchError(f"resize filter {name!r} is not known; use one of: {', '.join(RESIZE_FILTERS)}")
+    return name
 
 
 def decode_rgb(data: bytes) -> Image.Image:
@@ -429,9 +450,10 @@ def centre_square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
-def resize_square(square: Image.Image, resolution: int) -> np.ndarray:
-    """A square RGB image resized with RESIZE_FILTER (LANCZOS) -> resolution x resolution x 3 uint8."""
-    return np.asarray(square.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8).copy()
+def resize_square(square: Image.Image, resolution: int, filter: str = RESIZE_FILTER) -> np.ndarray:
+    """A square RGB image resized with a filter of RESIZE_FILTERS -> resolution x resolution x 3 uint8."""
+    resample = RESIZE_FILTERS[check_filter(filter)][0]
+    return np.asarray(square.resize((resolution, resolution), resample), dtype=np.uint8).copy()
 
 
 def _is_hidden(rel: str) -> bool:
@@ -443,14 +465,15 @@ class ImageFolder:
     """A folder or .zip of images, recursive, sorted by relative path.
 
     Each image is converted to RGB (alpha is dropped), centre-cropped to a square
-    on its shorter side, and resized to the requested resolution with PIL's
-    LANCZOS filter.  Decoded arrays are cached in memory per resolution.
-    Hidden files and __MACOSX/ entries are ignored.
+    on its shorter side, and resized to the requested resolution with `filter`
+    (RESIZE_FILTERS; default PIL's LANCZOS).  Decoded arrays are cached in memory
+    per resolution.  Hidden files and __MACOSX/ entries are ignored.
     """
 
     name = "imagefolder"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, filter: str = RESIZE_FILTER):
+        self.filter = check_filter(filter)
         self.path = Path(path).expanduser()
         if not self.path.exists():
             raise BenchError(f"image folder '{self.path}' does not exist; check the dataset path")
@@ -518,7 +541,7 @@ class ImageFolder:
         i = _check_index(i, len(self.files), self.name)
         cache = self._cache.setdefault(resolution, {})
         if i not in cache:
-            arr = resize_square(centre_square(self._open(self.files[i])), resolution)
+            arr = resize_square(centre_square(self._open(self.files[i])), resolution, self.filter)
             arr.flags.writeable = False  # shared by every caller through the cache
             cache[i] = arr
         return cache[i]
@@ -532,7 +555,7 @@ class ImageFolder:
 
     def describe(self) -> dict:
         return {"kind": self.name, "path": str(self.path.resolve()), "container": self.container,
-                "size": len(self.files), "filter": RESIZE_FILTER, "crop": "centre square",
+                "size": len(self.files), "filter": self.filter, "crop": "centre square",
                 "mode": "RGB", "extensions": list(IMAGE_EXTENSIONS)}
 
 
@@ -575,7 +598,8 @@ def shown_path(path: Path) -> str:
 
 
 def prepare_command(name: str, source: str | None, resolutions: Sequence[int], root: Path | None = None,
-                    skip_bad: bool = False, shard_size: int = DEFAULT_SHARD_SIZE) -> str:
+                    skip_bad: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+                    filter: str = RESIZE_FILTER) -> str:
     """The exact `bench data prepare` line that makes (or completes) a prepared dataset."""
     words = ["bench", "data", "prepare", name, "--source", shlex.quote(str(source)) if source else "PATH/TO/IMAGES",
              "--resolutions", ",".join(str(r) for r in sorted(set(resolutions))) or "32,64,..."]
@@ -585,6 +609,8 @@ def prepare_command(name: str, source: str | None, resolutions: Sequence[int], r
         words.append("--skip-bad")
     if shard_size != DEFAULT_SHARD_SIZE:
         words += ["--shard-size", str(shard_size)]
+    if filter != RESIZE_FILTER:
+        words += ["--filter", filter]
     return " ".join(words)
 
 
@@ -594,15 +620,19 @@ class PreparedDataset:
     Construction reads nothing, so that `validate(resolutions)` can say exactly
     which command makes the missing data; every other method reads the manifest.
     Image i at resolution r is entry 0000000i.png of shard i // shard_size.
+    `filter`: the resize filter the suite expects; validate() refuses data
+    prepared with another one (None: whatever the manifest says).
     """
 
     kind = "prepared"
 
-    def __init__(self, name: str, root: str | Path | None = None, source: str | None = None):
+    def __init__(self, name: str, root: str | Path | None = None, source: str | None = None,
+                 filter: str | None = None):
         self.name = check_dataset_name(name)
         self.root = Path(root).expanduser() if root else data_root()
         self.dir = self.root / self.name
         self.source_hint = source  # only for the message that says how to prepare
+        self.filter = check_filter(filter) if filter is not None else None
         self._manifest: dict | None = None
         self._zips: dict[tuple[int, int], zipfile.ZipFile] = {}
 
@@ -611,11 +641,13 @@ class PreparedDataset:
         return {**self.__dict__, "_zips": {}}
 
     # -- manifest -------------------------------------------------------------
-    def _command(self, resolutions: Sequence[int]) -> str:
+    def _command(self, resolutions: Sequence[int], filter: str | None = None) -> str:
         m = self._manifest
         if m is None:
-            return prepare_command(self.name, self.source_hint, resolutions, self.root)
-        return prepare_command(self.name, m["source"], resolutions, self.root, m["skip_bad"], m["shard_size"])
+            return prepare_command(self.name, self.source_hint, resolutions, self.root,
+                                   filter=self.filter or RESIZE_FILTER)
+        return prepare_command(self.name, m["source"], resolutions, self.root, m["skip_bad"], m["shard_size"],
+                               filter or m.get("filter", RESIZE_FILTER))
 
     def manifest(self) -> dict:
         if self._manifest is None:
@@ -649,6 +681,11 @@ class PreparedDataset:
             raise BenchError(f"dataset {self.name} is not prepared in {shown_path(self.dir)} (no {MANIFEST_NAME}); "
                              f"run: {self._command(needed)}")
         m = self.manifest()
+        made_with = m.get("filter", RESIZE_FILTER)
+        if self.filter is not None and made_with != self.filter:
+            raise BenchError(f"dataset {self.name} in {shown_path(self.dir)} was prepared with --filter {made_with}, "
+                             f"but the suite's dataset says filter: {self.filter}; delete {shown_path(self.dir)} "
+                             f"and run: {self._command(needed or self.resolutions(), self.filter)}")
         have = self.resolutions()
         missing = [r for r in needed if r not in have]
         if missing:

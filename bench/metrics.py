@@ -1,11 +1,20 @@
-"""Inception features (clean-fid "clean" mode) and FID as a pure function of features.
+"""Inception features in two FID modes, and FID (and friends) as pure functions of features.
 
-The feature path reproduces clean-fid's `compute_fid(..., mode="clean")` exactly:
-each uint8 image is resized to 299x299 with clean-fid's own PIL bicubic float
-resizer, turned into a CHW float tensor in [0, 255], and passed through
-clean-fid's `InceptionV3W` (clean mode) on the offline weights from
-`bench.inception`. Resizing runs in a thread pool (PIL releases the GIL) so it
-overlaps with the network instead of adding to it.
+Both modes run the 2015-12-05 Inception-v3 on the offline weights from
+`bench.inception`; they differ in how an image reaches 299x299, which moves FID
+by several points, so every number is stored with its mode:
+
+* ``clean`` reproduces clean-fid's `compute_fid(..., mode="clean")` exactly: each
+  uint8 image is resized to 299x299 with clean-fid's own PIL bicubic float
+  resizer and passed through clean-fid's `InceptionV3W`. Resizing runs in a
+  thread pool (PIL releases the GIL) so it overlaps with the network.
+* ``legacy`` is the protocol of EDM's fid.py, which made the paper's numbers:
+  uint8 NCHW at native size into torch-fidelity's `inception-v3-compat`
+  extractor (bench.fidelity, converted offline weights), which resizes to 299
+  inside with its emulation of TensorFlow 1.x's bilinear resize.
+
+`build_feature_extractor(mode, ...)` is the one place a mode becomes an
+extractor; `bench run`, `bench fid` and `bench metrics` all go through it.
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from bench.io import atomic_path, rank_info
 from bench.progress import console, progress
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-FID_MODES = ("clean",)
+FID_MODES = ("clean", "legacy")
 
 
 class ImageSet:
@@ -74,42 +83,60 @@ class ImageSet:
         return (self.read(i) for i in range(len(self)))
 
 
+def _check_image(img: np.ndarray) -> None:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8 image, got {img.dtype} {img.shape}")
+
+
 class FeatureExtractor:
-    """clean-fid clean-mode Inception features for uint8 images of any size."""
+    """Inception features for uint8 images of any size: clean mode here, legacy in the subclass.
+
+    Batching, timing and the torchrun split are shared; a mode is `_load` (the
+    network and the `identity` that keys the feature cache) and `_forward`.
+    """
+
+    mode = "clean"
 
     def __init__(self, device: torch.device, batch_size: int = 32, inception_path: str | None = None,
-                 mode: str = "clean", workers: int = 2):
+                 workers: int = 2):
+        self.device = device
+        self.batch_size = batch_size
+        self._load(inception_path, workers)
+        self.images_done, self.seconds = 0, 0.0
+
+    def _load(self, inception_path: str | None, workers: int) -> None:
         from cleanfid.resize import build_resizer
 
         from bench.inception import build_extractor, weights_sha256
 
-        if mode not in FID_MODES:
-            raise BenchError(f"FID mode {mode!r} is not supported; use one of {', '.join(FID_MODES)}")
-        self.mode = mode
-        self.device = device
-        self.batch_size = batch_size
-        self.model = build_extractor(device, inception_path)
+        self.model = build_extractor(self.device, inception_path)
         # what produced a feature: the network file's checksum and the resize mode
-        self.identity = f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{mode}"
-        self._resize = build_resizer(mode)
+        self.identity = f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{self.mode}"
+        self._resize = build_resizer(self.mode)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        self.images_done, self.seconds = 0, 0.0
 
     def _prepare(self, img: np.ndarray) -> torch.Tensor:
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"expected HxWx3 uint8 image, got {img.dtype} {img.shape}")
+        _check_image(img)
         return torch.from_numpy(self._resize(img).transpose((2, 0, 1))).contiguous()
+
+    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        x = torch.stack(list(self._pool.map(self._prepare, batch)))
+        # channels_last: ~30% faster on 2 CPU cores, features equal to 1e-5
+        x = x.to(self.device, memory_format=torch.channels_last)
+        return self.model(x).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def _run(self, batch: list[np.ndarray]) -> np.ndarray:
         t0 = time.perf_counter()
-        x = torch.stack(list(self._pool.map(self._prepare, batch)))
-        # channels_last: ~30% faster on 2 CPU cores, features equal to 1e-5
-        x = x.to(self.device, memory_format=torch.channels_last)
-        feats = self.model(x).cpu().numpy().astype(np.float64)
+        feats = self._forward(batch)
         self.images_done += len(batch)
         self.seconds += time.perf_counter() - t0
         return feats
+
+    def batch_features(self, arr: np.ndarray) -> np.ndarray:
+        """Features of an NxHxWx3 array in this process, `batch_size` images at a time, no progress bar."""
+        bs = self.batch_size
+        return np.concatenate([self._run(list(arr[k:k + bs])) for k in range(0, len(arr), bs)])
 
     @property
     def images_per_second(self) -> float:
@@ -154,6 +181,49 @@ class FeatureExtractor:
                 local.append(self._run(list(arr[k * bs:(k + 1) * bs])))
                 p.advance(task, len(local[-1]))
         return dist.gather_batches(local, n_batches, [min(bs, n - k * bs) for k in range(n_batches)])
+
+
+class LegacyFeatureExtractor(FeatureExtractor):
+    """EDM fid.py's protocol: uint8 NCHW at native size into torch-fidelity's inception-v3-compat,
+    which resizes to 299 inside (TF1-style bilinear) and returns the 2048-d pool features."""
+
+    mode = "legacy"
+
+    def _load(self, inception_path: str | None, workers: int) -> None:
+        import torch_fidelity
+
+        from bench.fidelity import EXTRACTOR_NAME, FORMAT_VERSION, fidelity_extractor
+        from bench.inception import weights_sha256
+
+        # channels_last weights: 1.5x faster on 2 CPU cores (2.6 s -> 1.7 s for 32 images),
+        # features equal to 1e-5, as the clean path's channels_last input
+        self.model = fidelity_extractor(self.device, ["2048"], inception_path).to(memory_format=torch.channels_last)
+        # the source network's checksum, the weight conversion and the resize code's version
+        self.identity = (f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{self.mode}:"
+                         f"{EXTRACTOR_NAME}-v{FORMAT_VERSION}:torch-fidelity-{torch_fidelity.__version__}")
+
+    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        for img in batch:
+            _check_image(img)
+        out = np.empty((len(batch), FEATURE_DIM))
+        # a folder may mix sizes; the resize is per image, so equal sizes go through together
+        for shape in dict.fromkeys(img.shape for img in batch):
+            idx = [i for i, img in enumerate(batch) if img.shape == shape]
+            x = torch.from_numpy(np.stack([batch[i] for i in idx])).permute(0, 3, 1, 2).to(self.device)
+            (feats,) = self.model(x)
+            out[idx] = feats.cpu().numpy()
+        return out
+
+
+EXTRACTORS: dict[str, type[FeatureExtractor]] = {"clean": FeatureExtractor, "legacy": LegacyFeatureExtractor}
+
+
+def build_feature_extractor(mode: str, device: torch.device, batch_size: int = 32,
+                            inception_path: str | None = None) -> FeatureExtractor:
+    """The Inception feature extractor of an FID mode (clean or legacy), on the offline weights."""
+    if mode not in EXTRACTORS:
+        raise BenchError(f"FID mode {mode!r} is not known; use one of: {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[mode](device, batch_size, inception_path)
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -239,6 +309,20 @@ def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, h, w = x.shape
     x = x - x.mean(axis=(1, 2), keepdims=True)
     power = (np.abs(np.fft.fft2(x)) ** 2).mean(axis=0) / (h * w)
+    return radial_average(power)
+
+
+def power_sum(images: np.ndarray) -> np.ndarray:
+    """Sum over NHWC uint8 images of the 2-D power that radial_power_spectrum averages:
+    a streamed set adds these up batch by batch, then radial_average(total / (N * H * W))."""
+    x = np.asarray(images, np.float64).mean(axis=3) / 255.0
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    return (np.abs(np.fft.fft2(x)) ** 2).sum(axis=0)
+
+
+def radial_average(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency, radially averaged power) of an HxW power spectrum (see radial_power_spectrum)."""
+    h, w = power.shape
     fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
     k = np.rint(np.sqrt(fx ** 2 + fy ** 2) * h).astype(int).ravel()
     nbins = h // 2
@@ -255,15 +339,21 @@ def log_spectral_distance(images_a: np.ndarray, images_b: np.ndarray) -> float:
                          f"and {images_b.shape[1:3]}; compare sets at the same resolution")
     _, pa = radial_power_spectrum(images_a)
     _, pb = radial_power_spectrum(images_b)
+    return spectrum_distance(pa, pb)
+
+
+def spectrum_distance(pa: np.ndarray, pb: np.ndarray) -> float:
+    """RMS difference in dB between two radial power spectra of the same bins."""
     eps = 1e-12
     return float(np.sqrt(np.mean((10 * np.log10((pa + eps) / (pb + eps))) ** 2)))
 
 
-def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -> np.ndarray:
+def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0, first: int = 0) -> np.ndarray:
     """`per_image` square crops of `size` px per image, at native resolution.
 
     Crop positions of image i come from a generator keyed by (seed, i), so real
-    and generated sets go through the very same transform.
+    and generated sets go through the very same transform. `first`: the set index
+    of images[0], so a set streamed in batches gets the crops of the whole array.
     """
     n, h, w, _ = images.shape
     if size > min(h, w):
@@ -271,7 +361,7 @@ def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -
                          f"lower metrics.patch_size or drop patch metrics at this resolution")
     out = np.empty((n * per_image, size, size, images.shape[3]), np.uint8)
     for i in range(n):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, first + i])
         ys = rng.integers(0, h - size + 1, per_image)
         xs = rng.integers(0, w - size + 1, per_image)
         for k, (y, x) in enumerate(zip(ys, xs)):
@@ -279,23 +369,31 @@ def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0) -
     return out
 
 
-def content_key(images: np.ndarray, *salt: str) -> str:
-    """sha256 of the pixels, their shape and what will be computed from them."""
+def content_hasher(shape: tuple, *salt: str):
+    """A sha256 primed with what will be computed (salt) and the array's shape; feed it the
+    pixels in order, all at once (content_key) or batch by batch (a streamed set): same key."""
     h = hashlib.sha256()
     for s in salt:
         h.update(s.encode())
         h.update(b"\0")
-    h.update(str(images.shape).encode())
+    h.update(str(tuple(shape)).encode())
+    return h
+
+
+def content_key(images: np.ndarray, *salt: str) -> str:
+    """sha256 of the pixels, their shape and what will be computed from them."""
+    h = content_hasher(images.shape, *salt)
     h.update(np.ascontiguousarray(images).tobytes())
     return h.hexdigest()
 
 
 class FeatureCache:
-    """Inception features on disk, keyed by image content and extractor identity.
+    """Inception features on disk, keyed by image content and extractor identity (which names the FID mode).
 
     One feature pass per image set: any stage, run or suite that asks for the
     features of the same pixels through the same extractor gets the stored
     array. `computed` / `reused` count what happened, for the run log.
+    A set too large to hold (bench.refset) uses hasher / load / store directly.
     """
 
     def __init__(self, root: Path, extractor: "FeatureExtractor"):
@@ -312,7 +410,12 @@ class FeatureCache:
         self._memo[key] = self._load_or_compute(key, images, kind, desc)
         return self._memo[key]
 
-    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+    def hasher(self, shape: tuple, *salt: str):
+        """content_hasher for this extractor: feed it the pixels, then load/store by its hexdigest."""
+        return content_hasher(shape, self.extractor.identity, *salt)
+
+    def load(self, key: str, rows: int, kind: str) -> np.ndarray | None:
+        """The stored features of `key` (rows x 2048), or None; collective under torchrun."""
         from bench import dist
 
         path = self.root / key[:2] / f"{key}.npy"
@@ -320,22 +423,30 @@ class FeatureCache:
         if path.is_file():
             try:
                 feats = np.load(path)
-                if feats.shape != (len(images), FEATURE_DIM):
+                if feats.shape != (rows, FEATURE_DIM):
                     feats = None
             except (OSError, ValueError):
                 feats = None  # unreadable cache entry: recompute and overwrite it
         # under torchrun every rank must take the same branch (the computation is collective)
-        if dist.broadcast(feats is not None):
-            if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
-                feats = dist.broadcast(feats)
-            self.reused[kind] = self.reused.get(kind, 0) + 1
-            return feats
-        feats = self.extractor.array_features(images, desc=desc)
+        if not dist.broadcast(feats is not None):
+            return None
+        if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
+            feats = dist.broadcast(feats)
+        self.reused[kind] = self.reused.get(kind, 0) + 1
+        return feats
+
+    def store(self, key: str, feats: np.ndarray, kind: str) -> None:
         if rank_info()[0] == 0:
-            with atomic_path(path) as tmp:
+            with atomic_path(self.root / key[:2] / f"{key}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, feats)
         self.computed[kind] = self.computed.get(kind, 0) + 1
+
+    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
+        feats = self.load(key, len(images), kind)
+        if feats is None:
+            feats = self.extractor.array_features(images, desc=desc)
+            self.store(key, feats, kind)
         return feats
 
 
@@ -369,10 +480,15 @@ def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 def compare_sets(a, b, names: Sequence[str], device: str = "auto", batch_size: int = 32,
                  inception_path: str | None = None, patch_size: int = 32, patches_per_image: int = 4,
-                 kid_subset_seed: int = 0) -> dict:
-    """The `bench metrics` computation: A is the generated set, B the reference."""
+                 kid_subset_seed: int = 0, mode: str = "clean") -> dict:
+    """The `bench metrics` computation: A is the generated set, B the reference.
+
+    Inception metrics are in FID mode `mode`; features given in an .npz are taken
+    as made in that mode (they carry no mode of their own)."""
     from bench.io import cache_dir, pick_device
 
+    if mode not in EXTRACTORS:
+        raise BenchError(f"FID mode {mode!r} is not known; use one of: {', '.join(EXTRACTORS)}")
     unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown or not names:
         raise BenchError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
@@ -387,7 +503,7 @@ def compare_sets(a, b, names: Sequence[str], device: str = "auto", batch_size: i
     cache = None
     if fa is None or fb is None or {"patch-fid", "patch-kid"} & set(names):
         cache = FeatureCache(cache_dir() / "features",
-                             FeatureExtractor(pick_device(device), batch_size, inception_path))
+                             build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
 
     def feats(imgs, f, label):
         if f is not None:
@@ -397,7 +513,7 @@ def compare_sets(a, b, names: Sequence[str], device: str = "auto", batch_size: i
         return cache.features(imgs, label, f"features {label}")
 
     out: dict = {"n_a": int(len(fa) if fa is not None else len(ia)),
-                 "n_b": int(len(fb) if fb is not None else len(ib)), "mode": "clean"}
+                 "n_b": int(len(fb) if fb is not None else len(ib)), "mode": mode}
     if FEATURE_ONLY & set(names):
         f1, f2 = feats(ia, fa, "A"), feats(ib, fb, "B")
         if "fid" in names:

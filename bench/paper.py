@@ -12,6 +12,11 @@ from pathlib import Path
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "reference" / "paper_numbers.csv"
 COLUMNS = ["dataset", "model", "train_resolutions", "sample_resolution", "fid", "n_samples", "fid_impl", "source"]
+# fid_impl -> the FID mode of this harness that follows the same protocol; a number is
+# shown only beside a run's numbers of that mode. `unknown` is the paper's abstract,
+# which names no implementation; the authors' code has one FID script, EDM's fid.py,
+# so legacy is the only mode it could match (its impl still reads `unknown`).
+PROTOCOL = {"edm-fid": "legacy", "unknown": "legacy"}
 
 
 def paper_rows() -> list[dict]:
@@ -43,7 +48,7 @@ def reference_frame(dataset: str | None, mapping: dict[str, str] | None = None):
     """
     import pandas as pd
 
-    cols = ["label", "suite_models", *COLUMNS]
+    cols = ["label", "suite_models", *COLUMNS, "protocol"]
     if dataset is None:
         return pd.DataFrame(columns=cols)
     rows = [r for r in paper_rows() if r["dataset"] == dataset]
@@ -52,6 +57,7 @@ def reference_frame(dataset: str | None, mapping: dict[str, str] | None = None):
     for r in rows:
         r["label"] = f"paper: {r['model']}"
         r["suite_models"] = "/".join(k for k, v in (mapping or {}).items() if v == r["model"])
+        r["protocol"] = PROTOCOL.get(r["fid_impl"])
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -11,7 +11,7 @@ and `kind: prepared` (bench.datasets.PreparedDataset) reads it.
 
 Every image goes through bench.datasets' decode_rgb -> centre_square ->
 resize_square, the path ImageFolder uses, so prepared data equals imagefolder
-data pixel for pixel.  PNGs are stored uncompressed (compress_level 0) in
+data with the same filter (--filter: lanczos or bilinear-aa) pixel for pixel.  PNGs are stored uncompressed (compress_level 0) in
 ZIP_STORED archives, as EDM's dataset_tool stores them: reading an image costs a
 copy, not an inflate.  Entries carry a fixed timestamp, so the same source and
 Pillow give byte-identical archives and checksums.
@@ -43,10 +43,10 @@ import PIL
 from PIL import Image
 
 import bench
-from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, FILTER_DESCRIPTION, MANIFEST_NAME, PREPARED_FORMAT,
-                            RESIZE_FILTER, ImageFolder, centre_square, check_dataset_name, check_resolution,
-                            decode_rgb, entry_name, resize_square, resolution_dir, shard_path, shown_path,
-                            verify_image)
+from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, MANIFEST_NAME, PREPARED_FORMAT, RESIZE_FILTER,
+                            RESIZE_FILTERS, ImageFolder, centre_square, check_dataset_name, check_filter,
+                            check_resolution, decode_rgb, entry_name, resize_square, resolution_dir, shard_path,
+                            shown_path, verify_image)
 from bench.errors import BenchError
 from bench.io import atomic_path, data_root, rank_info, sha256_file, write_json
 from bench.progress import console, progress
@@ -114,8 +114,9 @@ def _read_json(path: Path) -> Optional[dict]:
 def _check_same(prior: dict, request: dict, dest: Path) -> None:
     """Refuse to mix two datasets under one NAME: the arguments and the source listing must match."""
     def args(d: dict) -> list[str]:
+        # a dataset prepared before --filter existed was made with the default
         return [f"--source {d.get('source')}", "--skip-bad" if d.get("skip_bad") else "no --skip-bad",
-                f"--shard-size {d.get('shard_size')}"]
+                f"--shard-size {d.get('shard_size')}", f"--filter {d.get('filter', RESIZE_FILTER)}"]
 
     then, now = args(prior), args(request)
     if then != now:
@@ -189,7 +190,7 @@ def _png(arr) -> bytes:
 
 
 def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: int, resolutions: list[int],
-                 dest: Path, advance) -> None:
+                 dest: Path, filter: str, advance) -> None:
     """Write shard `shard` at each of `resolutions`, decoding every source image once, then its sidecars."""
     lo, hi = shard * shard_size, min(len(kept), (shard + 1) * shard_size)
     for r in resolutions:  # temp files of a killed run (SIGKILL skips atomic_path's clean-up)
@@ -209,7 +210,7 @@ def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: i
             for r, zf in archives.items():
                 info = zipfile.ZipInfo(entry_name(i), date_time=_ZIP_DATE)
                 info.external_attr = 0o644 << 16  # ordinary file permissions when unzipped
-                zf.writestr(info, _png(resize_square(square, r)))
+                zf.writestr(info, _png(resize_square(square, r, filter)))
             advance()
     # Archives are in place now; a sidecar is written only after its archive, so
     # a kill between the two leaves an archive that the next run redoes.
@@ -225,7 +226,7 @@ def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: i
 
 
 def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str | Path | None = None,
-            skip_bad: bool = False, shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
+            skip_bad: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, filter: str = RESIZE_FILTER) -> dict:
     """Make (or complete) ROOT/NAME from the images in `source`; returns a summary.
 
     Re-running with the same arguments resumes an interrupted run, adds new
@@ -233,6 +234,7 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     """
     start = time.perf_counter()
     name = check_dataset_name(name)
+    filter = check_filter(filter)
     resolutions = sorted({check_resolution(r) for r in resolutions})
     if not resolutions:
         raise BenchError("no resolutions given; pass --resolutions such as 32,48,64")
@@ -244,7 +246,7 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     folder = ImageFolder(source)  # lists the files; BenchError if missing or empty
     request = {"name": name, "source": str(folder.path.resolve()), "source_container": folder.container,
                "source_count": len(folder), "source_listing_sha256": _listing_digest(folder),
-               "skip_bad": bool(skip_bad), "shard_size": shard_size}
+               "skip_bad": bool(skip_bad), "shard_size": shard_size, "filter": filter}
 
     manifest_file, progress_file = dest / MANIFEST_NAME, dest / PROGRESS_NAME
     manifest = _read_json(manifest_file) if manifest_file.is_file() else None
@@ -307,7 +309,7 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     with progress() as p:
         task = p.add_task(f"prepare {name} at {','.join(map(str, resolutions))} px", total=todo, unit="img")
         for k, rs in pending.items():
-            _write_shard(folder, kept, k, shard_size, rs, dest, lambda: p.advance(task))
+            _write_shard(folder, kept, k, shard_size, rs, dest, filter, lambda: p.advance(task))
     written = [shard_path(r, k) for k, rs in pending.items() for r in rs]
 
     summary = {"name": name, "path": str(dest), "kept": len(kept), "skipped": len(state["skipped"]),
@@ -339,7 +341,7 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     final = {**{k: state[k] for k in ("format", "name", "source", "source_container", "source_count",
                                      "source_listing_sha256", "skip_bad", "kept_count", "skipped",
                                      "min_side", "max_side", "created")},
-             "mode": "RGB", "crop": CROP_RULE, "filter": RESIZE_FILTER, "filter_description": FILTER_DESCRIPTION,
+             "mode": "RGB", "crop": CROP_RULE, "filter": filter, "filter_description": RESIZE_FILTERS[filter][1],
              "image_format": f"PNG (compress_level {PNG_COMPRESS_LEVEL}) in ZIP_STORED archives, "
                              "entry i = f'{i:08d}.png' in shard i // shard_size",
              "shard_size": shard_size,

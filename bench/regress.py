@@ -34,7 +34,10 @@ TOLERANCES = {"fid_rel": FID_REL, "kid_abs": KID_ABS, "kid_rel": KID_REL, "throu
 
 def quality_from_rows(rows: list[dict]) -> dict:
     out = {}
+    primary = rows[0].get("fid_mode") if rows else None
     for r in rows:
+        if r.get("fid_mode", primary) != primary:
+            continue  # a suite with several FID modes: the guard compares the primary one (listed first)
         key = f"{r['model']}@{int(r['sample_resolution'])}"
         out[key] = {"fid": float(r["fid"]), "kid": float(r["kid"]) if r.get("kid") is not None else None}
     return out

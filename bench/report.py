@@ -5,8 +5,11 @@ Everything here is derived from a run directory's files (`metrics.csv`,
 `environment.json`) and the paper's numbers that ship with the package, so
 `bench report RUN_DIR` rebuilds a report without recomputing anything. Seed sets
 are aggregated to mean and std; with N below 5,000 per set, FID is marked as
-biased and KID (unbiased) leads. Figures are in bench/figures.py, the generated
-findings in bench/summary.py.
+biased and KID (unbiased) leads. A run may hold numbers in two FID modes (the
+`fid_mode` column): tables get one section per mode, figures and findings use the
+primary mode (the suite's first), and the paper's numbers stand only beside the
+mode of their own protocol (bench.paper.PROTOCOL). Figures are in
+bench/figures.py, the generated findings in bench/summary.py.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ METRICS = {  # column -> (label, lower is better, format)
     "spectral_lsd": ("log-spectral distance (dB)", True, "{:.2f}"),
 }
 INCEPTION_METRICS = {"fid", "kid", "precision", "recall", "patch_fid", "patch_kid"}
+FID_IMPL = {"clean": "clean-fid clean mode", "legacy": "legacy mode (EDM fid.py protocol)"}
+MODE_TEXT = {"clean": "clean-fid's `clean` mode: PIL bicubic resize to 299",
+             "legacy": "the `legacy` mode, EDM fid.py's protocol: uint8 at native size, TF1-style bilinear resize "
+                       "inside Inception (torch-fidelity's inception-v3-compat)"}
 KEYS = ["model", "train_resolutions", "sample_resolution"]
 TIDY_COLUMNS = ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std", "seed_sets", "n",
                 "fid_impl"]
@@ -53,16 +60,36 @@ def lead_metrics(df: pd.DataFrame) -> list[str]:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seed sets per (model, train resolutions, sampled resolution)."""
+    """Mean, std and count over seed sets per (model, train resolutions, sampled resolution, FID mode)."""
     cols = metric_columns(df)
-    g = df.groupby(KEYS, sort=False)
+    g = df.groupby(KEYS + (["fid_mode"] if "fid_mode" in df.columns else []), sort=False)
     out = g[cols].mean()
     std = g[cols].std(ddof=1)
     out = out.join(std.add_suffix("_std")).join(g["n"].min().rename("n")).join(g.size().rename("seed_sets"))
     out = out.join(g["adapter"].first())
-    if "fid_mode" in df.columns:
-        out = out.join(g["fid_mode"].first())
     return out.reset_index()
+
+
+def fid_impl(mode: str) -> str:
+    return FID_IMPL.get(mode, f"{mode} mode")
+
+
+def fid_modes(cfg: SuiteConfig, df: pd.DataFrame) -> list[str]:
+    """The rows' FID modes, the primary one first: the suite's first fid_mode that the rows have."""
+    have = list(dict.fromkeys(df["fid_mode"]))
+    primary = next((m for m in cfg.metrics.fid_modes if m in have), have[0])
+    return [primary] + [m for m in have if m != primary]
+
+
+def of_mode(df: pd.DataFrame, mode: str) -> pd.DataFrame:
+    return df[df["fid_mode"] == mode].reset_index(drop=True)
+
+
+def same_protocol(reference: Optional[pd.DataFrame], mode: str) -> pd.DataFrame:
+    """The published rows made with the protocol of `mode` (none for clean: the paper used EDM's fid.py)."""
+    if reference is None or not len(reference):
+        return pd.DataFrame()
+    return reference[reference["protocol"] == mode]
 
 
 def train_band(df: pd.DataFrame) -> tuple[int, int] | None:
@@ -77,11 +104,13 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         df["seed_set"] = 0
     # read_csv turns a column of single resolutions into ints; keep one spelling
     df["train_resolutions"] = df["train_resolutions"].astype(str)
+    if "fid_mode" not in df.columns:
+        df["fid_mode"] = "clean"
     return df
 
 
 def _impl(df: pd.DataFrame) -> str:
-    return f"clean-fid {df['fid_mode'].iloc[0]} mode"
+    return fid_impl(df["fid_mode"].iloc[0])
 
 
 # ---------------------------------------------------------------------- tables
@@ -142,10 +171,15 @@ def table_rows(df: pd.DataFrame, col: str, reference: Optional[pd.DataFrame] = N
     return res, rows
 
 
-def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame]) -> tuple[str, str]:
-    """(where this run's FID comes from, where the paper's comes from or why none is shown)."""
+def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame],
+                   run_modes: tuple = ()) -> tuple[str, str]:
+    """(where this FID comes from, where the paper's comes from or why none is shown).
+
+    df: the rows of one FID mode; run_modes: every mode the run has, to say where
+    the paper's numbers are when this mode cannot stand beside them."""
     grid = sorted(int(r) for r in df["sample_resolution"].unique())
-    ours = (f"This run's FID is clean-fid's `{df['fid_mode'].iloc[0]}` mode (the `fid_mode` column of "
+    mode = df["fid_mode"].iloc[0]
+    ours = (f"This table's FID is {MODE_TEXT.get(mode, f'`{mode}` mode')} (`fid_mode` {mode} in "
             f"metrics.csv), N = {int(df['n'].min()):,} per seed set.")
     ref_name = cfg.report.reference
     if ref_name is None:
@@ -154,7 +188,16 @@ def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
                 if kind == "toyfaces" else "this suite names no published dataset (report.reference), so no "
                 "published numbers are shown")
         return ours, f"{what[0].upper() + what[1:]}; bench/reference/paper_numbers.csv has {', '.join(labels())}."
-    shown = reference_in_range(reference, grid)
+    comparable = same_protocol(reference, mode)
+    if reference is not None and len(reference) and not len(comparable):
+        impls = ", ".join(sorted(set(reference["fid_impl"])))
+        other = [m for m in run_modes if len(same_protocol(reference, m))]
+        where = (f"they stand beside this run's {fid_impl(other[0])} table" if other else
+                 "add legacy to metrics.fid_mode for numbers of their protocol")
+        return ours, (f"The published numbers for {ref_name} ({impls}) are comparable only with numbers of EDM "
+                      f"fid.py's protocol (bench/paper.py), not with {fid_impl(mode)}, so this table leaves them "
+                      f"out; {where}.")
+    shown = reference_in_range(comparable, grid)
     if not len(shown):
         lo, hi = (int(reference["sample_resolution"].min()), int(reference["sample_resolution"].max())) \
             if reference is not None and len(reference) else (None, None)
@@ -165,23 +208,38 @@ def reference_note(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
                           index=False))
     return ours, (f"Rows marked `paper:` are published numbers for {ref_name} from "
                   f"bench/reference/paper_numbers.csv, each with its own FID implementation and N ({impls}); "
-                  "different implementations and N, so compare orderings, not values.")
+                  f"their protocol is this table's, so values compare only where N and the reference set match "
+                  f"too (here N = {int(df['n'].min()):,} against "
+                  f"{int(df['n_ref'].min()) if 'n_ref' in df else int(df['n'].min()):,} real images).")
+
+
+def _sections(cfg: SuiteConfig, df: pd.DataFrame):
+    """(mode, that mode's rows, metric column) in table order: every metric of the primary mode,
+    then the other modes' Inception metrics (the rest do not depend on the mode)."""
+    modes = fid_modes(cfg, df)
+    for mode in modes:
+        sub = of_mode(df, mode)
+        for col in lead_metrics(sub):
+            if mode == modes[0] or col in INCEPTION_METRICS:
+                yield mode, sub, col
 
 
 def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> str:
-    agg = aggregate(df)
+    modes = fid_modes(cfg, df)
+    agg = aggregate(of_mode(df, modes[0]))
     n, sets = int(df["n"].min()), int(agg["seed_sets"].max())
     parts = [f"# {cfg.name}: metrics by sampled resolution\n",
              f"N = {n} generated images per model, resolution and seed set ({sets} seed set"
              f"{'s, mean ± std' if sets > 1 else ''}), against {int(df['n_ref'].min()) if 'n_ref' in df else n} "
-             f"real images; Inception metrics in clean-fid's {df['fid_mode'].iloc[0]} mode. "
-             "Columns are sampled resolutions in px."]
+             f"real images; Inception metrics in {' and in '.join(fid_impl(m) for m in modes)}"
+             f"{', one section each' if len(modes) > 1 else ''}. Columns are sampled resolutions in px."]
     if n < BIASED_FID_N:
         parts.append(f"N < {BIASED_FID_N:,}: FID is biased upward by an amount that depends on the model, "
                      "so KID (unbiased) leads; read FID only as a ranking at equal N.")
-    for col in lead_metrics(df):
+    for mode, sub, col in _sections(cfg, df):
         label, lower, _ = METRICS[col]
-        res, rows = table_rows(df, col, reference)
+        label += f", {mode} mode" if col in INCEPTION_METRICS else ""
+        res, rows = table_rows(sub, col, same_protocol(reference, mode))
         extra = any(r["kind"] == "paper" for r in rows)
         head = ["model", "train_resolutions", *map(str, res)] + (["FID implementation", "N", "source"] if extra else [])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -192,18 +250,18 @@ def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
         note = " (biased at this N)" if col == "fid" and n < BIASED_FID_N else ""
         text = f"## {label}{note}, {'lower' if lower else 'higher'} is better\n\n" + "\n".join(lines)
         if col == "fid":
-            text += "\n\n" + " ".join(reference_note(cfg, df, reference))
+            text += "\n\n" + " ".join(reference_note(cfg, sub, reference, tuple(fid_modes(cfg, df))))
         parts.append(text)
     return "\n\n".join(parts) + "\n"
 
 
-def tidy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """table.csv: one row per (model, sampled resolution, metric), aggregated over seed sets."""
-    agg = aggregate(df)
+def tidy_table(cfg: SuiteConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """table.csv: one row per (model, sampled resolution, metric, FID implementation), over seed sets."""
     out = []
-    for col in lead_metrics(df):
+    for mode, sub, col in _sections(cfg, df):
+        agg = aggregate(sub)
         t = agg[KEYS + ["seed_sets", "n"]].assign(metric=col, mean=agg[col], std=agg[f"{col}_std"],
-                                                  fid_impl=_impl(df) if col in INCEPTION_METRICS else "")
+                                                  fid_impl=fid_impl(mode) if col in INCEPTION_METRICS else "")
         out.append(t[t["mean"].notna()])
     return pd.concat(out, ignore_index=True)[TIDY_COLUMNS]
 
@@ -224,10 +282,11 @@ def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Data
     FID implementation and N (they are listed below a rule), so neither is bolded.
     """
     n = int(df["n"].min())
+    several = len(fid_modes(cfg, df)) > 1
     out = [f"% {cfg.name}: generated by `bench report` from metrics.csv; needs \\usepackage{{booktabs}}.", ""]
-    for col in lead_metrics(df):
+    for mode, sub, col in _sections(cfg, df):
         label, lower, fmt = METRICS[col]
-        res, rows = table_rows(df, col, reference)
+        res, rows = table_rows(sub, col, same_protocol(reference, mode))
         run = [r for r in rows if r["kind"] == "run"]
         run = [r for r in run if r["adapter"] != "bilinear"] or run
         best = {}
@@ -236,7 +295,7 @@ def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Data
             if vals:
                 best[x] = fmt.format(min(vals) if lower else max(vals))
         caption = (f"{_tex(cfg.name)}: {_tex(label)} ({'lower' if lower else 'higher'} is better) by sampled "
-                   f"resolution; {_tex(_impl(df)) if col in INCEPTION_METRICS else 'pixels'}, N={n:,} per seed set"
+                   f"resolution; {_tex(fid_impl(mode)) if col in INCEPTION_METRICS else 'pixels'}, N={n:,} per seed set"
                    f"{', biased at this N' if col == 'fid' and n < BIASED_FID_N else ''}; best trained model in bold "
                    "(bilinear baselines and published rows are not ranked).")
         if any(r["kind"] == "paper" for r in rows):
@@ -244,7 +303,8 @@ def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Data
                 f"{_tex(r['label'].removeprefix('paper: '))}: {_tex(r['impl'])}, N={_tex(r['N'])}"
                 for r in rows if r["kind"] == "paper") + "."
         lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
-                 rf"\label{{tab:{cfg.name}-{col.replace('_', '-')}}}",
+                 rf"\label{{tab:{cfg.name}-{col.replace('_', '-')}"
+                 rf"{f'-{mode}' if several and col in INCEPTION_METRICS else ''}}}",
                  r"\begin{tabular}{ll" + "r" * len(res) + "}", r"\toprule",
                  rf" & & \multicolumn{{{len(res)}}}{{c}}{{sampled resolution (px)}} \\",
                  rf"\cmidrule(lr){{3-{len(res) + 2}}}",
@@ -308,7 +368,8 @@ def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame
     agg = aggregate(df)
     band = train_band(agg[agg["adapter"] != "bilinear"])
     top = int(agg["sample_resolution"].max())
-    parts = []
+    mode = df["fid_mode"].iloc[0]
+    parts = [f"FID mode: {fid_impl(mode)}, the suite's primary (the first of metrics.fid_mode)"]
     if band:
         parts.append(f"training resolutions {band[0]}-{band[1]} px shaded, dashed line at {band[1]} px")
         marks = [f"{k:g}x = {band[1] * k:.0f} px" for k in (1.66, 2.0) if band[1] * k <= top]
@@ -318,6 +379,8 @@ def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame
     parts.append(f"error bars: std over {sets} seed sets" if sets > 1 else "one seed set, so no error bars")
     if drawn:
         parts.append(f"hollow squares: {drawn} published FID values (their own implementation and N; see the table)")
+    elif reference is not None and len(reference) and not len(same_protocol(reference, mode)):
+        parts.append(f"the published FID values are not drawn: their protocol is not {fid_impl(mode)}")
     elif reference is not None and len(reference):
         parts.append("no published value lies inside this run's resolution range")
     text = "; ".join(parts)
@@ -330,10 +393,12 @@ def index_markdown(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, reference:
     from bench.figures import fig5_models
 
     res = int(df["sample_resolution"].max())
-    lead = METRICS[lead_metrics(df)[0]][0]
+    col = lead_metrics(df)[0]
+    lead = METRICS[col][0] + (f", {fid_impl(df['fid_mode'].iloc[0])}" if col in INCEPTION_METRICS else "")
     parts = [f"# {cfg.name}: report", cfg.description,
              f"Run `{run_dir.name}` of the suite in [suite.yaml](suite.yaml). {environment_line(run_dir)} "
-             "Every number here comes from [metrics.csv](metrics.csv) (one row per model, resolution and seed set); "
+             "Every number here comes from [metrics.csv](metrics.csv) (one row per model, resolution, seed set "
+             "and FID mode); "
              "`bench report RUN_DIR` rebuilds this page from the run directory.",
              f"## Findings\n\nGenerated from the numbers (lead metric: {lead}); no sentence here is written by "
              "hand.\n\n" + "\n".join(f"- {s}" for s in findings),
@@ -368,35 +433,41 @@ def write_report(run_dir: Path, cfg: SuiteConfig, rows: list[dict], report_dir: 
     from bench.summary import summarize
 
     run_dir = Path(run_dir)
-    df = _frame(rows)
+    df_all = _frame(rows)
+    modes = fid_modes(cfg, df_all)
+    df = of_mode(df_all, modes[0])  # figures and findings: the primary FID mode
     rc = cfg.report
     reference = reference_frame(rc.reference, rc.reference_models)
     panels = " and KID" if "kid" in metric_columns(df) else ""
-    drawn = plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID{panels}", reference)
+    drawn = plot_metrics(df, run_dir / "fig2.png", f"{cfg.name}: sampled resolution vs FID{panels} ({modes[0]} mode)",
+                         same_protocol(reference, modes[0]))
     sample_panel(run_dir, df, run_dir / "samples.png")
     drawn5, notes = fig5_models(cfg)[2] is None, []
     if drawn5:
         drawn5, notes = fig5_panel(run_dir, cfg, df, run_dir / "fig5.png")
     if not drawn5:  # an earlier report's figure would describe models or samples this run lacks
         (run_dir / "fig5.png").unlink(missing_ok=True)
-    tables = markdown_table(cfg, df, reference)
+    tables = markdown_table(cfg, df_all, reference)
     cards = model_card_table(run_dir)
     tables += ("\n" + cards if cards else "") + (
         f"\nRun `{run_dir.name}`: `environment.json` has versions, device and git commit; "
         "`metrics.csv` has every number per seed set.\n")
     write_text(run_dir / "table.md", tables)
     with atomic_path(run_dir / "table.csv") as tmp:
-        tidy_table(df).to_csv(tmp, index=False)
-    write_text(run_dir / "table.tex", latex_tables(cfg, df, reference))
+        tidy_table(cfg, df_all).to_csv(tmp, index=False)
+    write_text(run_dir / "table.tex", latex_tables(cfg, df_all, reference))
     # pair paper models with suite models by name where the suite gives no mapping
     known = labels().get(rc.reference, [])
     mapping = rc.reference_models or {m.name: m.name for m in cfg.models if m.name in known}
-    shown = reference_in_range(reference, df["sample_resolution"])
+    # the paper comparison uses the run's mode of the paper's protocol, whatever the primary is
+    paper_mode = next((m for m in modes if len(same_protocol(reference, m))), None)
+    shown = reference_in_range(same_protocol(reference, paper_mode), df["sample_resolution"]) \
+        if paper_mode else pd.DataFrame()
     finetunes = {m.name: m.finetune.base for m in cfg.models if m.finetune is not None}
     findings = summarize(aggregate(df), lead_metrics(df)[0], shown if len(shown) else None, mapping,
-                         finetunes=finetunes)
+                         finetunes=finetunes, paper_agg=aggregate(of_mode(df_all, paper_mode)) if paper_mode else None)
     if not len(shown):
-        findings.append(reference_note(cfg, df, reference)[1])
+        findings.append(reference_note(cfg, of_mode(df_all, paper_mode or modes[0]), reference, tuple(modes))[1])
     write_text(run_dir / "index.md", index_markdown(run_dir, cfg, df, reference, findings, drawn, drawn5, notes,
                                                     tables))
     if report_dir is None:
@@ -415,6 +486,7 @@ def summary_table(cfg: SuiteConfig, rows: list[dict]):
     from rich.table import Table
 
     df = _frame(rows)
+    df = of_mode(df, fid_modes(cfg, df)[0])
     col = lead_metrics(df)[0]
     t = metric_table(aggregate(df), col)
     table = Table(title=f"{cfg.name}: {METRICS[col][0]} ({df['fid_mode'].iloc[0]}, N={int(df['n'].min())}) "

@@ -25,7 +25,7 @@ import yaml
 
 from bench import checkpoint, grf, openmoji
 from bench.config import ModelConfig, SuiteConfig
-from bench.datasets import build_dataset, to_float_tensor
+from bench.datasets import RESIZE_FILTER, build_dataset, to_float_tensor
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, atomic_path, pick_device, rank_info, write_json, write_text
 from bench.progress import console, progress
@@ -71,12 +71,12 @@ def _dataset_kwargs(cfg: SuiteConfig) -> dict:
     if d.kind == "toyfaces":
         return {"size": d.size or 10000, "seed": d.seed}
     if d.kind == "prepared":
-        return {"name": d.name, "root": d.root, "source": d.source}
+        return {"name": d.name, "root": d.root, "source": d.source, "filter": d.filter}
     if d.kind == "grf":
         return grf.options_from_config(d)
     if d.kind == "openmoji":
         return openmoji.options_from_config(d)
-    return {"path": d.path}
+    return {"path": d.path, "filter": d.filter or RESIZE_FILTER}
 
 
 def data_resolutions(cfg: SuiteConfig) -> list[int]:
@@ -103,6 +103,10 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     if hasattr(dataset, "validate"):
         dataset.validate(data_resolutions(cfg))  # missing data fails here, in well under a second
     plan = Plan(cfg, pick_device(cfg.device), dataset)
+    rn = cfg.metrics.reference_n
+    if isinstance(rn, int) and rn > len(dataset):
+        problems.append(f"metrics.reference_n: {rn} is more than the {len(dataset)} images of the dataset; "
+                        "lower it or use all")
     names = [m.name for m in cfg.models]
     for i, m in enumerate(cfg.models):
         where = f"models.{i} ({m.name})"
@@ -293,7 +297,7 @@ class Runner:
     def __init__(self, plan: Plan, run_dir: Path):
         self.plan, self.cfg, self.dir = plan, plan.cfg, run_dir
         self.rank, self.world = rank_info()
-        self._cache = None
+        self._caches = None
         self.timings: dict[tuple[str, int, int], float] = {}
 
     # ---------------------------------------------------------------- train
@@ -428,8 +432,9 @@ class Runner:
 
     def _source(self, m: ModelConfig, seed_set: int):
         if m.source == "data":
-            # real images that are not in the FID reference set (indices 0..n-1),
-            # or the baseline would score ~0 at its own base resolution
+            # real images that are not in the default FID reference set (indices 0..n-1),
+            # or the baseline would score ~0 at its own base resolution; with
+            # metrics.reference_n: all (the paper's protocol) every real image is in it
             offset = self.cfg.sample.n
 
             def real(n, res, seed):
@@ -451,81 +456,106 @@ class Runner:
             Image.fromarray(grid).save(tmp, format="PNG")
 
     # -------------------------------------------------------------- metrics
-    def cache(self):
-        if self._cache is None:
+    def caches(self) -> dict:
+        """One feature cache per FID mode of the suite, the primary mode first."""
+        if self._caches is None:
             from bench.io import cache_dir
-            from bench.metrics import FeatureCache, FeatureExtractor
+            from bench.metrics import FeatureCache, build_feature_extractor
 
             mc = self.cfg.metrics
-            extractor = FeatureExtractor(self.plan.device, mc.batch_size, mc.inception_path, mc.fid_mode)
-            self._cache = FeatureCache(cache_dir() / "features", extractor)
-        return self._cache
+            self._caches = {mode: FeatureCache(cache_dir() / "features", build_feature_extractor(
+                mode, self.plan.device, mc.batch_size, mc.inception_path)) for mode in mc.fid_modes}
+        return self._caches
 
-    def reference_images(self, res: int) -> np.ndarray:
-        n = min(self.cfg.sample.n, len(self.plan.dataset))
-        return self.plan.dataset.images(list(range(n)), res)
+    def reference_n(self) -> int:
+        """Real images per resolution: metrics.reference_n (`all`: the whole dataset), or by default
+        as many as the generated sets have (at most the dataset)."""
+        rn = self.cfg.metrics.reference_n
+        if rn is None:
+            return min(self.cfg.sample.n, len(self.plan.dataset))
+        return len(self.plan.dataset) if rn == "all" else rn
 
-    def _keep_references(self, res: int, real: np.ndarray, k: int = 8) -> None:
+    def reference(self, res: int):
+        """The reference set at `res` (bench.refset): held in memory by default, streamed when
+        metrics.reference_n is given."""
+        from bench import refset
+
+        mc = self.cfg.metrics
+        patches = ((mc.patch_size, mc.patches_per_image)
+                   if set(mc.metrics) & {"patch-fid", "patch-kid"} and res >= mc.patch_size else None)
+        if mc.reference_n is None:
+            return refset.held(self.plan.dataset, res, self.reference_n(), self.caches(), patches)
+        return refset.streamed(self.plan.dataset, res, self.reference_n(), self.caches(), mc.batch_size, patches)
+
+    def _keep_references(self, ref) -> None:
         """references/rNNN.npz: a few real images, so reports (Fig. 5) never reopen the dataset."""
-        path = self.dir / "references" / f"r{res:03d}.npz"
+        path = self.dir / "references" / f"r{ref.resolution:03d}.npz"
         if self.rank == 0 and not path.is_file():
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez(f, images=real[:k], indices=np.arange(min(k, len(real))))
+                    np.savez(f, images=ref.first, indices=np.arange(len(ref.first)))
 
-    def _scores(self, real: np.ndarray, fake: np.ndarray, res: int, label: str) -> dict:
-        """Every requested metric of one generated set against the reference set."""
+    def _scores(self, ref, fake: np.ndarray, res: int, label: str) -> dict[str, dict]:
+        """Every requested metric of one generated set against the reference set, per FID mode.
+
+        Inception metrics come from each mode's features; the spectral distance is
+        mode-independent and repeats in every mode's scores."""
         from bench import metrics as M
 
-        mc, cache = self.cfg.metrics, self.cache()
+        mc = self.cfg.metrics
         wanted = set(mc.metrics)
-        f_real = cache.features(real, "reference", f"features reference@{res}")
-        t0 = time.perf_counter()
-        f_fake = cache.features(fake, "generated", f"features {label}")
-        out = {"fid": M.frechet_distance(f_fake, f_real)}
-        if "kid" in wanted:
-            out["kid"] = M.kid(f_fake, f_real, mc.kid_subset_seed)
-        if "pr" in wanted:
-            from bench.fidelity import precision_recall
+        spectral = {"spectral_lsd": ref.spectral_distance(fake)} if "spectral" in wanted else {}
+        out = {}
+        for mode, cache in self.caches().items():
+            t0 = time.perf_counter()
+            f_real = ref.features[mode, "images"]
+            f_fake = cache.features(fake, "generated", f"features {label} ({mode})")
+            scores = {"fid": M.frechet_distance(f_fake, f_real)}
+            if "kid" in wanted:
+                scores["kid"] = M.kid(f_fake, f_real, mc.kid_subset_seed)
+            if "pr" in wanted:
+                from bench.fidelity import precision_recall
 
-            out.update(precision_recall(f_real, f_fake, k=mc.pr_k))
-        if "spectral" in wanted:
-            out["spectral_lsd"] = M.log_spectral_distance(fake, real)
-        if wanted & {"patch-fid", "patch-kid"} and res >= mc.patch_size:
-            salt = f"patches:{mc.patch_size}x{mc.patches_per_image}"
-            crops = lambda x: M.random_crops(x, mc.patch_size, mc.patches_per_image, seed=0)
-            p_real = cache.features(crops(real), "reference", f"patches reference@{res}", salt)
-            p_fake = cache.features(crops(fake), "generated", f"patches {label}", salt)
-            if "patch-fid" in wanted:
-                out["patch_fid"] = M.frechet_distance(p_fake, p_real)
-            if "patch-kid" in wanted:
-                out["patch_kid"] = M.kid(p_fake, p_real, mc.kid_subset_seed)
-        out["feature_seconds"] = time.perf_counter() - t0
+                scores.update(precision_recall(f_real, f_fake, k=mc.pr_k))
+            scores.update(spectral)
+            if (mode, "patches") in ref.features:
+                salt = f"patches:{mc.patch_size}x{mc.patches_per_image}"
+                crops = M.random_crops(fake, mc.patch_size, mc.patches_per_image, seed=0)
+                p_real = ref.features[mode, "patches"]
+                p_fake = cache.features(crops, "generated", f"patches {label} ({mode})", salt)
+                if "patch-fid" in wanted:
+                    scores["patch_fid"] = M.frechet_distance(p_fake, p_real)
+                if "patch-kid" in wanted:
+                    scores["patch_kid"] = M.kid(p_fake, p_real, mc.kid_subset_seed)
+            scores["feature_seconds"] = time.perf_counter() - t0
+            out[mode] = scores
         return out
 
     def evaluate(self) -> list[dict]:
+        """metrics.csv: one row per (model, sampled resolution, seed set, FID mode)."""
         rows = []
         for res in self.cfg.sample.resolutions:
-            real = self.reference_images(res)
-            self._keep_references(res, real)
+            ref = self.reference(res)
+            self._keep_references(ref)
             for m in self.cfg.models:
                 for s in self.cfg.sample.seeds:
                     fake = self.samples(m.name, res, s)
-                    scores = self._scores(real, fake, res, f"{m.name}@{res} s{s}")
-                    row = {"model": m.name, "adapter": m.adapter,
-                           "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
-                           "sample_resolution": res, "seed_set": s, "n": len(fake), "n_ref": len(real),
-                           "fid_mode": self.cfg.metrics.fid_mode,
-                           "seconds": self.timings.get((m.name, res, s), float("nan"))}
-                    row.update(scores)
-                    rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
-        cache = self.cache()
-        ex = cache.extractor
-        if ex.images_done:
-            console.log(f"Inception features: {ex.images_done} images at {ex.images_per_second:.1f} img/s")
-        console.log(f"reference feature sets: {cache.computed.get('reference', 0)} computed, "
-                    f"{cache.reused.get('reference', 0)} reused from cache; generated: "
-                    f"{cache.computed.get('generated', 0)} computed, {cache.reused.get('generated', 0)} reused")
+                    for mode, scores in self._scores(ref, fake, res, f"{m.name}@{res} s{s}").items():
+                        row = {"model": m.name, "adapter": m.adapter,
+                               "train_resolutions": "/".join(map(str, self.plan.train_resolutions(m))),
+                               "sample_resolution": res, "seed_set": s, "n": len(fake), "n_ref": ref.n,
+                               "fid_mode": mode, "seconds": self.timings.get((m.name, res, s), float("nan"))}
+                        row.update(scores)
+                        rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+        for mode, cache in self.caches().items():
+            ex = cache.extractor
+            if ex.images_done:
+                console.log(f"Inception features ({mode}): {ex.images_done} images at "
+                            f"{ex.images_per_second:.1f} img/s")
+            console.log(f"reference feature sets: {cache.computed.get('reference', 0)} computed, "
+                        f"{cache.reused.get('reference', 0)} reused from cache; generated: "
+                        f"{cache.computed.get('generated', 0)} computed, {cache.reused.get('generated', 0)} "
+                        f"reused ({mode} mode)")
         if self.rank == 0:
             cols = [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
             with atomic_path(self.dir / "metrics.csv") as tmp:

@@ -13,7 +13,7 @@ from typing import Optional
 import pandas as pd
 
 from bench.paper import describe_n
-from bench.report import METRICS
+from bench.report import METRICS, fid_impl
 
 COLLAPSE_FACTOR = 3.0
 
@@ -195,8 +195,12 @@ def _paper_sentences(agg: pd.DataFrame, reference: pd.DataFrame, mapping: dict[s
                                                     reference["fid"])}
     impls = sorted({f"{i} ({describe_n(n)})" for i, n in zip(reference["fid_impl"], reference["n_samples"])})
     dataset = reference["dataset"].iloc[0]
+    mode = agg["fid_mode"].iloc[0] if "fid_mode" in agg.columns else None
+    same = "protocol" in reference.columns and (reference["protocol"] == mode).all()
     out = [f"Published numbers for {dataset} come from {join(impls)}; ours from {impl_ours} ({n_ours}): "
-           "different FID implementations and sample counts, so compare orderings, not values."]
+           + ("the same protocol, but FID depends on N and on the reference set, so compare orderings, and "
+              "values only where those match." if same else
+              "different FID implementations and sample counts, so compare orderings, not values.")]
     label = mapping.get(best)
     common = sorted(r for (m, r) in ref if m == label and ours.get(best, r) is not None) if label else []
     if not label:
@@ -227,13 +231,15 @@ def _paper_sentences(agg: pd.DataFrame, reference: pd.DataFrame, mapping: dict[s
 
 def summarize(agg: pd.DataFrame, metric: str, reference: Optional[pd.DataFrame] = None,
               mapping: Optional[dict[str, str]] = None, collapse_factor: float = COLLAPSE_FACTOR,
-              finetunes: Optional[dict[str, str]] = None) -> list[str]:
+              finetunes: Optional[dict[str, str]] = None, paper_agg: Optional[pd.DataFrame] = None) -> list[str]:
     """Findings on `metric` (the lead metric) and, with `reference`, against the paper's FID.
 
     agg: columns model, adapter, train_resolutions, sample_resolution, the metric
     (means), optionally n and fid_mode. Trained models are those whose adapter is
     not `bilinear`; bilinear upsamplers are baselines, compared separately.
     reference: rows of bench.paper.reference_frame; mapping: suite model -> its model label.
+    paper_agg: the aggregate whose FID is set beside the reference (the run's mode of the
+    paper's protocol; default agg itself).
     finetunes: fine-tuned model -> its base, compared with each other (what fine-tuning changed).
     """
     V = _Values(agg, metric)
@@ -258,7 +264,8 @@ def summarize(agg: pd.DataFrame, metric: str, reference: Optional[pd.DataFrame] 
                 for m, x in vals.items():
                     wins[m] += V.cmp(x, top) == 0
         best = max(trained, key=lambda m: wins[m])  # first in suite order on a tie
-        mode = agg["fid_mode"].iloc[0] if "fid_mode" in agg.columns else "clean"
-        out += _paper_sentences(agg, reference, mapping or {}, best, n.removeprefix("; ") or "N not given",
-                                f"clean-fid {mode} mode")
+        theirs = agg if paper_agg is None else paper_agg
+        mode = theirs["fid_mode"].iloc[0] if "fid_mode" in theirs.columns else "clean"
+        out += _paper_sentences(theirs, reference, mapping or {}, best, n.removeprefix("; ") or "N not given",
+                                fid_impl(mode))
     return out

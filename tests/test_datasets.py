@@ -188,6 +188,35 @@ def test_imagefolder_reads_sorted_and_matches_pil(tmp_path):
     json.dumps(ds.describe())
 
 
+def test_bilinear_aa_equals_torchvision_resize_on_pil(tmp_path):
+    """The authors' datasets/resize.py: torchvision Resize(size) on a PIL image, byte for byte,
+    at downscales from 1.3x to 16x (where PIL's reducing_gap would differ) and an upscale."""
+    from torchvision.transforms import Resize
+
+    from bench.datasets import RESIZE_FILTERS, centre_square, resize_square
+
+    rng = np.random.default_rng(0)
+    for side in (256, 255, 97):
+        square = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        for r in (16, 24, 32, 48, 64, 96, 128, 192, 196, 300):
+            ours = resize_square(square, r, "bilinear-aa")
+            np.testing.assert_array_equal(ours, np.asarray(Resize(r)(square)))
+    # a non-square source: centre square first (the authors' sets were square already)
+    wide = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(resize_square(centre_square(wide), 24, "bilinear-aa"),
+                                  np.asarray(Resize(24)(wide.crop((15, 0, 75, 60)))))
+    assert set(RESIZE_FILTERS) == {"lanczos", "bilinear-aa"}
+    assert not np.array_equal(resize_square(square, 32, "lanczos"), resize_square(square, 32, "bilinear-aa"))
+    _write_images(tmp_path)
+    ds = ImageFolder(tmp_path, filter="bilinear-aa")
+    expected = Image.open(tmp_path / "b/one.png").convert("RGB")
+    np.testing.assert_array_equal(ds.image(2, 32), np.asarray(Resize(32)(expected)))
+    assert ds.describe()["filter"] == "bilinear-aa"
+    with pytest.raises(BenchError) as err:
+        ImageFolder(tmp_path, filter="bicubic")
+    assert "resize filter 'bicubic' is not known; use one of: lanczos, bilinear-aa" == assert_one_line(err)
+
+
 def test_imagefolder_caches_read_only_arrays(tmp_path):
     _write_images(tmp_path)
     ds = ImageFolder(tmp_path)

@@ -75,7 +75,7 @@ def test_sharded_sampling_and_features_equal_one_process(runs):
     run, log = runs
     for rank in (0, 1):  # each rank logged its shard of samples and of features
         assert f"(rank {rank}/2) sample dfu@32: batches" in log
-        assert f"(rank {rank}/2) features dfu@32 s0: batches" in log
+        assert f"(rank {rank}/2) features dfu@32 s0 (clean): batches" in log  # the FID mode of the features
     assert "(rank 1/2) sample dfu@32: batches 1 of 3" in log
     for f in sorted((run / "one" / "samples").glob("*/*.npz")):
         a = np.load(f)["images"]

@@ -30,6 +30,60 @@ def test_bench_fid_matches_clean_fid(run_cli, face_folders):
     assert abs(ours["fid"] - theirs) < 1e-3
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """torch-fidelity must run from local files: a download or any IP connection fails the test."""
+    import socket
+    import urllib.request
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:1]}")
+
+    real_connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse(address)
+        return real_connect(sock, address)
+
+    for mod, name in ((torch.hub, "download_url_to_file"), (torch.hub, "load_state_dict_from_url"),
+                      (fe, "load_state_dict_from_url"), (urllib.request, "urlopen")):
+        monkeypatch.setattr(mod, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+
+
+def test_bench_fid_legacy_matches_torch_fidelity(run_cli, face_folders, no_network):
+    """Legacy mode = EDM fid.py's protocol as torch-fidelity's inception-v3-compat computes it,
+    on our converted offline weights; and it is not clean mode."""
+    import torch_fidelity
+
+    from bench.fidelity import fidelity_weights_path
+
+    a, b = face_folders  # 32 px and 48 px: native sizes, resized to 299 inside the network
+    code, out, err = run_cli("fid", str(a), str(b), "--mode", "legacy", "--json", "--device", "cpu")
+    assert code == 0, err
+    legacy = json.loads(out.strip().splitlines()[-1])
+    assert (legacy["mode"], legacy["n_a"], legacy["n_b"]) == ("legacy", 24, 24)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(a), input2=str(b), fid=True, feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(fidelity_weights_path()), cuda=False, cache=False, verbose=False,
+        datasets_download=False, save_cpu_ram=True)["frechet_inception_distance"]  # save_cpu_ram: no workers
+    print(f"legacy {legacy['fid']:.6f}, torch-fidelity {theirs:.6f}")
+    assert abs(legacy["fid"] - theirs) < 1e-3
+    code, out, err = run_cli("fid", str(a), str(b), "--json", "--device", "cpu")
+    clean = json.loads(out.strip().splitlines()[-1])
+    print(f"clean {clean['fid']:.6f}")
+    assert clean["mode"] == "clean" and abs(clean["fid"] - legacy["fid"]) > 1e-3
+
+
+def test_unknown_fid_mode_is_one_line_exit_2(run_cli, face_folders):
+    a, b = face_folders
+    code, _, err = run_cli("fid", str(a), str(b), "--mode", "dirty")
+    assert code == 2 and err.strip() == "error: FID mode 'dirty' is not known; use one of: clean, legacy"
+
+
 def test_bench_fid_plain_output_and_zip(run_cli, face_folders, tmp_path):
     a, _ = face_folders
     z = shutil.make_archive(str(tmp_path / "a"), "zip", a)

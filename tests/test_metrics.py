@@ -93,6 +93,29 @@ def test_bench_metrics_matches_clean_fid(run_cli, face_folders, tmp_path, monkey
     assert same["kid"] < ours["kid"]
 
 
+def test_bench_metrics_mode_keys_the_feature_cache(run_cli, face_folders, tmp_path, monkeypatch):
+    """--mode legacy computes its own features (the extractor identity, and so the key, names the
+    mode); asked again, it reuses them."""
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / "cache"))
+    features = tmp_path / "cache" / "features"
+    a, b = face_folders
+
+    def metrics(*mode):
+        code, out, err = run_cli("metrics", str(a), str(b), "--metrics", "fid,kid", "--json", "--device", "cpu",
+                                 *mode)
+        assert code == 0, err
+        return json.loads(out.strip().splitlines()[-1]), sorted(features.rglob("*.npy"))
+
+    clean, files = metrics()
+    assert clean["mode"] == "clean" and len(files) == 2
+    legacy, files = metrics("--mode", "legacy")
+    assert legacy["mode"] == "legacy" and len(files) == 4  # two more feature sets: nothing shared with clean
+    assert abs(legacy["fid"] - clean["fid"]) > 1.0
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    again, files = metrics("--mode", "legacy")
+    assert again == legacy and {f: f.stat().st_mtime_ns for f in files} == stamps  # read back, not recomputed
+
+
 def test_bench_metrics_blurred_set_is_worse(run_cli, tmp_path):
     from conftest import write_pngs
 

@@ -61,6 +61,25 @@ def test_paper_settings(path, tmp_path):
     assert header and [int(r) for r in header.group(1).split(",")] == needed
 
 
+@pytest.mark.parametrize("path, resize", [(FFHQ, "lanczos"), (LSUN, "bilinear-aa")], ids=["ffhq", "lsun"])
+def test_paper_fid_protocol_and_data_filter(path, resize):
+    """FID as the authors computed it (EDM fid.py: legacy mode, every real image as reference) beside
+    clean-fid's, on data resized as the authors resized it (FFHQ: EDM's dataset_tool, LANCZOS;
+    LSUN-Church: their datasets/resize.py, torchvision Resize = antialiased bilinear)."""
+    cfg = load_suite(path)
+    assert cfg.metrics.fid_modes == ["clean", "legacy"] and cfg.metrics.reference_n == "all"
+    assert cfg.dataset.filter == resize
+    text = path.read_text()
+    for key in ("reference_n: all", f"filter: {resize}"):
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(key))
+        assert "[code]" in line, line
+    # the prepare command in the header makes data this suite accepts
+    header = re.search(rf"bench data prepare {cfg.dataset.name} --source \S+ --resolutions \S+(.*)", text)
+    assert header.group(1).strip() == ("" if resize == "lanczos" else f"--filter {resize}")
+    tiny = scale_suite(cfg, "tiny")  # a dry run keeps both modes, and streams as many references as samples
+    assert tiny.metrics.fid_modes == ["clean", "legacy"] and tiny.metrics.reference_n == tiny.sample.n == 8
+
+
 def test_ffhq_finetune_is_the_evaluated_snapshots_transfer_start():
     cfg = load_suite(FFHQ)
     models = {m.name: m for m in cfg.models}
@@ -95,7 +114,8 @@ def test_run_without_data_stops_at_once_with_the_prepare_command(path, tmp_path)
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1
     assert f"run: bench data prepare {name} --source /path/to/" in errors[0]
-    assert errors[0].endswith(f"--resolutions {','.join(map(str, needed))}")
+    suffix = " --filter bilinear-aa" if path == LSUN else ""  # the suite's filter, in the command that makes it
+    assert errors[0].endswith(f"--resolutions {','.join(map(str, needed))}{suffix}")
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
     assert seconds < 10  # measured 2.1-4.1 s on a loaded 2-core box: the data check precedes model building
 
@@ -172,11 +192,14 @@ def test_ffhq_suite_at_tiny_scale_runs_end_to_end(tmp_path, run_cli, monkeypatch
     run_dir = tmp_path / "results" / "ffhq_zero_shot-tiny" / "e2e"
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    got = sorted((r["model"], int(r["sample_resolution"])) for r in rows)
-    assert got == sorted((m.name, r) for m in cfg.models for r in cfg.sample.resolutions)
-    assert all(int(r["n"]) == 8 and float(r["fid"]) >= 0 for r in rows)
-    # the paper's FFHQ number sits beside the fine-tuned DFU's in the report's tables
+    got = sorted((r["model"], int(r["sample_resolution"]), r["fid_mode"]) for r in rows)
+    assert got == sorted((m.name, r, mode) for m in cfg.models for r in cfg.sample.resolutions
+                         for mode in ("clean", "legacy"))
+    assert all(int(r["n"]) == 8 and int(r["n_ref"]) == 8 and float(r["fid"]) >= 0 for r in rows)
+    # the paper's FFHQ number sits beside the fine-tuned DFU's legacy FID, not its clean one
     table = (run_dir / "table.md").read_text()
-    assert "paper: dfu+mixed-finetune" in table and "11.30" in table
+    clean, legacy = (table[table.index(f"## FID, {mode} mode"):].split("\n## ")[0] for mode in ("clean", "legacy"))
+    assert "| paper: dfu+mixed-finetune |" in legacy and "11.30" in legacy
+    assert "paper:" not in clean and "leaves them out" in clean
     for name in ("index.md", "fig2.png", "fig5.png", "samples.png", "table.tex", "table.csv"):
         assert (run_dir / name).is_file(), name

@@ -259,6 +259,51 @@ def test_other_arguments_for_the_same_name_are_refused(source, prepared, tmp_pat
     assert code == 2 and "not a dataset this command made" in err
 
 
+def test_filter_is_recorded_used_and_checked(source, prepared, tmp_path, run_cli):
+    root = tmp_path / "data"
+    code, _, err = _prepare(run_cli, source, root, "--skip-bad", "--filter", "bilinear-aa", res=[16])
+    assert code == 0, err
+    m = json.loads((root / "toy" / "manifest.json").read_text())
+    assert m["filter"] == "bilinear-aa" and m["filter_description"].startswith("bilinear-aa: ")
+    assert "torchvision Resize" in m["filter_description"]
+    lanczos = json.loads((prepared[0] / "toy" / "manifest.json").read_text())
+    assert lanczos["filter"] == "lanczos" and lanczos["filter_description"].startswith("lanczos: ")
+    folder = ImageFolder(source, filter="bilinear-aa")
+    kept = [i for i, f in enumerate(folder.files) if f != BAD]
+    got = PreparedDataset("toy", root).images(range(30), 16)
+    np.testing.assert_array_equal(got, folder.images(kept, 16))
+    assert not np.array_equal(got, PreparedDataset("toy", prepared[0]).images(range(30), 16))
+    assert PreparedDataset("toy", root).describe()["filter"] == "bilinear-aa"
+
+    # the same NAME with another filter is refused like any other changed argument
+    code, _, err = _prepare(run_cli, source, root, "--skip-bad", res=[16])
+    assert code == 2 and err.count("error:") == 1
+    assert "(then: --filter bilinear-aa; now: --filter lanczos)" in err
+    code, _, err = _prepare(run_cli, source, root, "--skip-bad", "--filter", "nearest", res=[16])
+    assert code == 2 and "resize filter 'nearest' is not known" in err
+
+    # a suite that states another filter stops at planning, in one line, with the command that fixes it
+    from bench.run import plan_suite
+
+    cfg = parse_suite({"name": "s", "dataset": {"kind": "prepared", "name": "toy", "root": str(root),
+                                                "filter": "lanczos"},
+                       "models": [{"name": "m", "adapter": "unet", "train": {"resolutions": [16], "steps": 1}}],
+                       "sample": {"resolutions": [16], "n": 2}})
+    with pytest.raises(BenchError) as exc:
+        plan_suite(cfg)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith(f"dataset toy in {root / 'toy'} was prepared with --filter bilinear-aa, but the "
+                              "suite's dataset says filter: lanczos; delete ")
+    assert message.endswith(f"run: bench data prepare toy --source {source.resolve()} --resolutions 16 "
+                            f"--out {root} --skip-bad --shard-size 8")
+    assert PreparedDataset("toy", root, filter="bilinear-aa").validate([16])["count"] == 30
+    assert PreparedDataset("toy", root).validate([16])["count"] == 30  # no filter stated: not checked
+    # without data, the printed command asks for the suite's filter
+    with pytest.raises(BenchError, match=r"--resolutions 16 --out \S+ --filter bilinear-aa$"):
+        PreparedDataset("toy", tmp_path / "none", source="/src", filter="bilinear-aa").validate([16])
+
+
 def test_bad_arguments_are_one_line_errors(source, tmp_path, run_cli):
     for args, needle in [(("--resolutions", "16,abc"), "'abc' is not an integer"),
                          (("--resolutions", "4"), "out of range"),
@@ -348,6 +393,8 @@ def test_suite_dataset_config_for_prepared():
     for dataset, needle in [({"kind": "prepared"}, "prepared needs `name`"),
                             ({"kind": "prepared", "name": "a", "path": "/x"}, "remove `path`"),
                             ({"kind": "toyfaces", "name": "a"}, "only apply to kind: prepared"),
+                            ({"kind": "toyfaces", "filter": "lanczos"}, "remove `filter`"),
+                            ({"kind": "prepared", "name": "a", "filter": "bicubic"}, "dataset.filter"),
                             ({"kind": "prepared", "name": "../a"}, "dataset.name")]:
         with pytest.raises(BenchError, match=needle) as err:
             parse_suite({**base, "dataset": dataset})

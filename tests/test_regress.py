@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bench import perf
-from bench.regress import compare
+from bench.regress import compare, quality_from_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +63,10 @@ def test_slowed_dfu_forward_is_flagged(monkeypatch):
 def test_missing_baseline_is_one_line(run_cli, tmp_path):
     code, _, err = run_cli("regress", "--baseline", str(tmp_path / "none.json"), "--skip-throughput")
     assert code == 2 and "--update" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quality_of_a_run_with_two_fid_modes_is_the_primary_modes():
+    rows = [{"model": "dfu", "sample_resolution": 16, "fid": 10.0, "kid": 0.1, "fid_mode": "clean"},
+            {"model": "dfu", "sample_resolution": 16, "fid": 8.0, "kid": 0.08, "fid_mode": "legacy"}]
+    assert quality_from_rows(rows) == {"dfu@16": {"fid": 10.0, "kid": 0.1}}
+    assert quality_from_rows(rows[::-1]) == {"dfu@16": {"fid": 8.0, "kid": 0.08}}

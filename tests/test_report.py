@@ -3,6 +3,7 @@
 The run directory is built in tmp_path with known numbers (2 seed sets, N = 50,
 so KID leads): above the largest training resolution (64 px) DFU is better at
 96 px and worse at 128 px, where its KID is 4x its value at 64 px (a collapse).
+Runs in two FID modes carry legacy numbers of LEGACY_SCALE x the clean ones.
 """
 from __future__ import annotations
 
@@ -29,15 +30,16 @@ FID = {"unet-multires": [22.0, 26.0, 35.0, 40.0], "dfu": [20.0, 25.0, 30.0, 60.0
 ADAPTER = {"unet-multires": "unet", "dfu": "dfu", "bilinear-up": "bilinear"}
 TRAIN = {"unet-multires": "32/64", "dfu": "32/64", "bilinear-up": "64"}
 MAPPING = {"dfu": "dfu", "unet-multires": "unet-multires"}
+LEGACY_SCALE = {"clean": 1.0, "legacy": 0.8}  # legacy FID/KID = 0.8 x clean: same orderings, other values
 
 
-def suite(report: dict | None = None, models=("unet-multires", "dfu", "bilinear-up")) -> dict:
+def suite(report: dict | None = None, models=("unet-multires", "dfu", "bilinear-up"), modes=("clean",)) -> dict:
     train = {"resolutions": [32, 64], "steps": 10}
     specs = {"unet-multires": {"adapter": "unet", "train": train}, "dfu": {"adapter": "dfu", "train": train},
              "bilinear-up": {"adapter": "bilinear", "source": "dfu", "base_resolution": 64}}
     data = {"name": "fake", "description": "hand-made numbers for report tests", "dataset": {"kind": "toyfaces"},
             "models": [{"name": m, **specs[m]} for m in models],
-            "sample": {"resolutions": GRID, "n": 50, "seeds": [0, 1]}}
+            "sample": {"resolutions": GRID, "n": 50, "seeds": [0, 1]}, "metrics": {"fid_mode": list(modes)}}
     if report is not None:
         data["report"] = report
     return data
@@ -54,9 +56,10 @@ def make_run(run_dir: Path, data: dict) -> Path:
         np.savez(run_dir / "references" / f"r{r:03d}.npz", images=ref, indices=np.arange(8))
         for m in (m.name for m in cfg.models):
             for s, k in ((0, 0.9), (1, 1.1)):  # seed sets at -10% and +10%: mean is the value
-                rows.append({"model": m, "adapter": ADAPTER[m], "train_resolutions": TRAIN[m],
-                             "sample_resolution": r, "seed_set": s, "n": 50, "n_ref": 50,
-                             "fid": FID[m][j] * k, "kid": KID[m][j] * k, "fid_mode": "clean", "seconds": 1.0})
+                rows += [{"model": m, "adapter": ADAPTER[m], "train_resolutions": TRAIN[m],
+                          "sample_resolution": r, "seed_set": s, "n": 50, "n_ref": 50,
+                          "fid": FID[m][j] * k * LEGACY_SCALE[mode], "kid": KID[m][j] * k * LEGACY_SCALE[mode],
+                          "fid_mode": mode, "seconds": 1.0} for mode in cfg.metrics.fid_modes]
                 folder = run_dir / "samples" / m
                 folder.mkdir(parents=True, exist_ok=True)
                 np.savez(folder / f"r{r:03d}_s{s}.npz", images=rng.integers(0, 256, (4, r, r, 3), dtype=np.uint8),
@@ -76,12 +79,14 @@ def make_run(run_dir: Path, data: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def lsun_report(tmp_path_factory):
-    """`bench report RUN --report-dir OUT` on a run whose suite names the LSUN-Church numbers."""
+    """`bench report RUN --report-dir OUT` on a run whose suite names the LSUN-Church numbers,
+    in clean (primary) and legacy mode, as the paper suites are."""
     from bench.cli import main
 
     root = tmp_path_factory.mktemp("lsun")
     run = make_run(root / "results" / "fake" / "run1", suite({"reference": "lsun_church",
-                                                              "reference_models": MAPPING}))
+                                                              "reference_models": MAPPING},
+                                                             modes=("clean", "legacy")))
     assert main(["report", str(run), "--report-dir", str(root / "reports")]) == 0
     return run, root / "reports" / "fake"
 
@@ -143,41 +148,82 @@ def test_samples_panel_keeps_native_relative_size(lsun_report):
 # ------------------------------------------------------------------ tables
 
 
+def _tex_rows(table: str) -> dict[str, list[str]]:
+    """Row label -> cells of one LaTeX table."""
+    body = [l for l in table.splitlines() if l.endswith(r"\\") and not l.startswith(("model", " &"))]
+    return {l.split(" & ")[0]: l.removesuffix(r" \\").split(" & ")[2:] for l in body}
+
+
 def test_latex_tables(lsun_report):
     _, dest = lsun_report
     tex = (dest / "table.tex").read_text()
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 2  # KID and FID
-    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 2
-    fid = next(t for t in tex.split(r"\begin{table}") if r"\label{tab:fake-fid}" in t)
-    body = [l for l in fid.splitlines() if l.endswith(r"\\") and not l.startswith(("model", " &"))]
-    assert [l.split(" & ")[0] for l in body] == ["unet-multires", "dfu", "bilinear-up", "paper: dfu",
-                                                 "paper: unet-multires"]
-    cells = {l.split(" & ")[0]: l.removesuffix(r" \\").split(" & ")[2:] for l in body}
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 4  # KID and FID, per mode
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 4
+    tables = {t.split(r"\label{", 1)[1].split("}", 1)[0]: t for t in tex.split(r"\begin{table}")[1:]}
+    assert list(tables) == ["tab:fake-kid-clean", "tab:fake-fid-clean", "tab:fake-kid-legacy", "tab:fake-fid-legacy"]
+    clean, legacy = _tex_rows(tables["tab:fake-fid-clean"]), _tex_rows(tables["tab:fake-fid-legacy"])
+    # the paper's numbers (EDM fid.py) stand beside the legacy table only
+    assert list(clean) == ["unet-multires", "dfu", "bilinear-up"]
+    assert list(legacy) == ["unet-multires", "dfu", "bilinear-up", "paper: dfu", "paper: unet-multires"]
     # lowest FID of a trained model in each column (32, 64, 96: dfu; 128: unet-multires) is bold
-    assert [c.startswith(r"\textbf{") for c in cells["dfu"]] == [True, True, True, False]
-    assert [c.startswith(r"\textbf{") for c in cells["unet-multires"]] == [False, False, False, True]
-    assert cells["dfu"][0] == r"\textbf{20.00 $\pm$ 2.83}"  # mean of 18 and 22, sample std
-    assert not any(r"\textbf" in c for c in cells["bilinear-up"] + cells["paper: dfu"])
-    assert cells["paper: dfu"] == ["1.31", "2.40", "3.43", "4.86"]
-    assert cells["paper: unet-multires"][1] == ""  # the authors logged no 64 px value
-    assert "edm-fid" in fid and r"fake: FID" in fid and "32--96" in fid
+    assert [c.startswith(r"\textbf{") for c in clean["dfu"]] == [True, True, True, False]
+    assert [c.startswith(r"\textbf{") for c in clean["unet-multires"]] == [False, False, False, True]
+    assert clean["dfu"][0] == r"\textbf{20.00 $\pm$ 2.83}"  # mean of 18 and 22, sample std
+    assert legacy["dfu"][0] == r"\textbf{16.00 $\pm$ 2.26}"  # 0.8 x
+    assert not any(r"\textbf" in c for c in legacy["bilinear-up"] + legacy["paper: dfu"])
+    assert legacy["paper: dfu"] == ["1.31", "2.40", "3.43", "4.86"]
+    assert legacy["paper: unet-multires"][1] == ""  # the authors logged no 64 px value
+    assert "edm-fid" in tables["tab:fake-fid-legacy"] and "32--96" in tables["tab:fake-fid-legacy"]
+    assert "legacy mode (EDM fid.py protocol)" in tables["tab:fake-fid-legacy"]
+    assert "clean-fid clean mode" in tables["tab:fake-fid-clean"] and "edm-fid" not in tables["tab:fake-fid-clean"]
 
 
-def test_reference_rows_only_for_matching_suites(lsun_report, plain_report):
+def test_reference_rows_only_beside_their_protocol(lsun_report, plain_report):
     md = (lsun_report[1] / "table.md").read_text()
-    fid, kid = section(md, "## FID"), section(md, "## KID")
-    assert "| paper: dfu | 32-96 | 1.31 | 2.40 | 3.43 | 4.86 | edm-fid | 50k |" in fid
-    assert "fid_results_dual.txt" in fid and "| dfu | 32/64 |" in fid and "| this run |" in fid
-    assert "clean-fid's `clean` mode" in fid and "edm-fid" in fid
-    assert "paper:" not in kid
+    clean, legacy = section(md, "## FID, clean mode"), section(md, "## FID, legacy mode")
+    assert md.index("## FID, clean mode") < md.index("## FID, legacy mode")  # the primary mode first
+    assert "| paper: dfu | 32-96 | 1.31 | 2.40 | 3.43 | 4.86 | edm-fid | 50k |" in legacy
+    assert "fid_results_dual.txt" in legacy and "| dfu | 32/64 |" in legacy and "| this run |" in legacy
+    assert "the `legacy` mode, EDM fid.py's protocol" in legacy and "their protocol is this table's" in legacy
+    assert "paper:" not in clean and "| this run |" not in clean
+    assert "clean-fid's `clean` mode" in clean
+    assert ("The published numbers for lsun_church (edm-fid) are comparable only with numbers of EDM fid.py's "
+            "protocol (bench/paper.py), not with clean-fid clean mode, so this table leaves them out") in clean
+    assert "they stand beside this run's legacy mode (EDM fid.py protocol) table" in clean
+    for kid in (section(md, "## KID, clean mode"), section(md, "## KID, legacy mode")):
+        assert "paper:" not in kid
     plain = (plain_report[1] / "table.md").read_text()
     assert "paper:" not in plain and "paper" not in (plain_report[1] / "table.tex").read_text()
     assert "no published numbers exist" in section(plain, "## FID")
     assert "no published numbers exist" in (plain_report[1] / "index.md").read_text()
 
 
+def test_clean_only_run_shows_no_paper_numbers_and_says_why(tmp_path):
+    run = make_run(tmp_path / "run", suite({"reference": "lsun_church", "reference_models": MAPPING}))
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    md, tex, idx = (run / "table.md").read_text(), (run / "table.tex").read_text(), (run / "index.md").read_text()
+    assert "paper:" not in md and "paper:" not in tex and "edm-fid" not in tex
+    assert "so this table leaves them out" in md and "add legacy to metrics.fid_mode" in md
+    assert "the published FID values are not drawn: their protocol is not clean-fid clean mode" in idx
+    assert "add legacy to metrics.fid_mode" in section(idx, "## Findings")
+    assert "Published numbers for lsun_church" not in idx  # no comparison sentences across protocols
+
+
+def test_legacy_primary_draws_the_paper_points(tmp_path):
+    run = make_run(tmp_path / "run", suite({"reference": "lsun_church", "reference_models": MAPPING},
+                                           modes=("legacy", "clean")))
+    cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
+    write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
+    idx = (run / "index.md").read_text()
+    assert "hollow squares: 7 published FID values" in idx
+    assert "FID mode: legacy mode (EDM fid.py protocol), the suite's primary" in idx
+    md = (run / "table.md").read_text()
+    assert md.index("## FID, legacy mode") < md.index("## FID, clean mode")
+
+
 def test_reference_outside_the_grid_is_named_not_drawn(tmp_path):
-    run = make_run(tmp_path / "run", suite({"reference": "ffhq"}))  # FFHQ: one number, at 160 px
+    run = make_run(tmp_path / "run", suite({"reference": "ffhq"}, modes=("legacy",)))  # FFHQ: one number, at 160 px
     cfg = parse_suite(yaml.safe_load((run / "suite.yaml").read_text()))
     write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
     md, idx = (run / "table.md").read_text(), (run / "index.md").read_text()
@@ -192,15 +238,20 @@ def test_csv_round_trips(lsun_report):
     t = pd.read_csv(dest / "table.csv")
     assert list(t.columns) == ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std",
                                "seed_sets", "n", "fid_impl"]
-    assert len(t) == 3 * len(GRID) * 2 and set(t["metric"]) == {"kid", "fid"}
-    assert (t["seed_sets"] == 2).all() and (t["n"] == 50).all() and (t["fid_impl"] == "clean-fid clean mode").all()
+    assert len(t) == 3 * len(GRID) * 2 * 2 and set(t["metric"]) == {"kid", "fid"}  # x 2 FID modes
+    assert (t["seed_sets"] == 2).all() and (t["n"] == 50).all()
+    impl = {"clean": "clean-fid clean mode", "legacy": "legacy mode (EDM fid.py protocol)"}
+    assert set(t["fid_impl"]) == set(impl.values())
     agg = aggregate(pd.read_csv(run / "metrics.csv"))
+    assert len(agg) == 3 * len(GRID) * 2  # one row per mode: modes are never averaged together
     for metric in ("kid", "fid"):
-        mine = t[t["metric"] == metric].set_index(["model", "sample_resolution"])
+        mine = t[t["metric"] == metric].set_index(["model", "sample_resolution", "fid_impl"])
         for _, row in agg.iterrows():
-            got = mine.loc[(row["model"], row["sample_resolution"])]
+            got = mine.loc[(row["model"], row["sample_resolution"], impl[row["fid_mode"]])]
             assert got["mean"] == pytest.approx(row[metric]) and got["std"] == pytest.approx(row[f"{metric}_std"])
-    assert t.set_index(["model", "sample_resolution", "metric"]).loc[("dfu", 128, "kid"), "mean"] == pytest.approx(0.04)
+    by = t.set_index(["model", "sample_resolution", "metric", "fid_impl"])
+    assert by.loc[("dfu", 128, "kid", impl["clean"]), "mean"] == pytest.approx(0.04)
+    assert by.loc[("dfu", 128, "kid", impl["legacy"]), "mean"] == pytest.approx(0.032)
 
 
 # ------------------------------------------------------------------- index
@@ -220,9 +271,14 @@ def test_index_puts_it_together(lsun_report):
             "unet-multires is better at 128 px (dfu 0.0400, unet-multires 0.0200)") in findings
     assert "dfu collapses at 128 px (0.0400 = 4.0x its 0.0100 at 64 px)" in findings
     assert "more than 3x its KID" in findings  # the rule is stated
-    assert "the orderings agree at 2 of 3" in findings
+    assert "the orderings agree at 2 of 3" in findings  # against the legacy numbers, the paper's protocol
+    assert "ours from legacy mode (EDM fid.py protocol) (N = 50 per point): the same protocol" in findings
+    assert "96 px 24.00 vs 3.43" in findings  # legacy FID of dfu at 96 px: 0.8 x 30
     assert "Bilinear baseline bilinear-up does not beat the best trained model at any sampled resolution." in findings
-    assert "hollow squares: 7 published FID values" in idx
+    # Fig. 2 plots the primary mode, clean, so the paper's points are not on it
+    assert "FID mode: clean-fid clean mode, the suite's primary" in idx
+    assert "lead metric: KID, clean-fid clean mode" in idx
+    assert "the published FID values are not drawn: their protocol is not clean-fid clean mode" in idx
 
 
 def test_fig5_skipped_without_bilinear(tmp_path):
