@@ -52,8 +52,8 @@ class DatasetConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.kind == "toyfaces" and self.filter:
-            raise ValueError("toyfaces is rendered at each resolution, not resized; remove `filter`")
+        if self.kind in ("toyfaces", "grf", "openmoji") and self.filter:
+            raise ValueError(f"{self.kind} is rendered at each resolution, not resized; remove `filter`")
         if self.kind == "imagefolder" and not self.path:
             raise ValueError("imagefolder needs `path` (a folder or .zip of images)")
         if self.kind == "toyfaces" and self.path:
