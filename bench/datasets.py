@@ -43,7 +43,6 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.io import data_root
-from models.adapters import to_uint8  # noqa: F401  (one rounding rule, shared with the sampler)
 
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 512

@@ -29,7 +29,8 @@ from bench.datasets import RESIZE_FILTER, build_dataset, to_float_tensor
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, atomic_path, pick_device, rank_info, write_json, write_text
 from bench.progress import console, progress
-from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter, resize_bilinear
+from models.adapters import ADAPTERS, BilinearAdapter, EDMAdapter
+from models.images import resize_bilinear
 from models.training import TrainSettings, frozen_parameters
 
 METRIC_COLUMNS = ["model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n", "n_ref",

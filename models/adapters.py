@@ -21,9 +21,9 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models.edm import EDMPrecond, edm_loss, heun_sample
+from models.images import resize_bilinear, to_uint8
 from models.networks import ArchConfig, DualUNet, get_arch, resolution_problem
 from models.training import Trainer, TrainSettings
 
@@ -36,24 +36,6 @@ def register(name: str):
         ADAPTERS[name] = cls
         return cls
     return deco
-
-
-def to_uint8(images_float_nchw: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Nx3xHxW floats in [-1, 1] -> NxHxWx3 uint8, rounding exactly as EDM's generate.py."""
-    x = torch.as_tensor(images_float_nchw)
-    if x.ndim != 4:
-        raise ValueError(f"expected an Nx3xHxW tensor, got shape {tuple(x.shape)}")
-    return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-@torch.no_grad()
-def resize_bilinear(images: np.ndarray, resolution: int) -> np.ndarray:
-    """NxHxWx3 uint8 -> NxRxRx3 uint8, bilinear (Fig. 5's baseline and mixed fine-tuning's data)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    # antialias only matters when shrinking; upsampling is plain bilinear
-    y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                      antialias=resolution < images.shape[1])
-    return y.round().clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def latents(n: int, resolution: int, seed: int, channels: int = 3) -> torch.Tensor:

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from bench.config import TrainConfig, parse_suite
 from bench.errors import BenchError
 from bench.run import plan_suite, train_settings
-from models.adapters import resize_bilinear
+from models.images import resize_bilinear
 from models.edm import EDMPrecond
 from models.networks import DualUNet, get_arch
 from models.training import frozen_parameters, parameter_level
