@@ -124,10 +124,11 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         mode: str = typer.Option("clean", help=MODE_HELP)):
     """FID between two image folders or zips (last line of output), in clean or legacy mode."""
+    from bench.images import ImageFiles
     from bench.io import pick_device
-    from bench.metrics import ImageSet, build_feature_extractor, fid_of_sets
+    from bench.metrics import build_feature_extractor, fid_of_sets
 
-    ImageSet(a), ImageSet(b)  # validate both before loading Inception
+    ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
     result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 

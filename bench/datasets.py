@@ -42,12 +42,13 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
+from bench.grf import GRF
+from bench.images import (IMAGE_EXTENSIONS, MAX_RESOLUTION, MIN_RESOLUTION, ImageFiles, check_index,
+                          check_resolution, verify_image)
 from bench.io import data_root
+from bench.openmoji import OpenMoji
 
-MIN_RESOLUTION = 8
-MAX_RESOLUTION = 512
 RESIZE_FILTER = "lanczos"  # the default filter
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 
 # Pixels rendered per vectorised step: large enough to amortise numpy's per-call
 # overhead, small enough that the temporaries stay in cache.
@@ -67,25 +68,6 @@ class ImageDataset(Protocol):
     def images(self, indices: Sequence[int], resolution: int) -> np.ndarray: ...  # NxHxWx3 uint8
 
     def describe(self) -> dict: ...  # JSON-safe provenance
-
-
-def check_resolution(resolution: int) -> int:
-    """Return `resolution` as an int, or raise BenchError if it is outside 8-512."""
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-        raise BenchError(f"resolution must be an integer, got {resolution!r}; "
-                         f"use a whole number of pixels between {MIN_RESOLUTION} and {MAX_RESOLUTION}")
-    resolution = int(resolution)
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise BenchError(f"resolution {resolution} is out of range; "
-                         f"use a value between {MIN_RESOLUTION} and {MAX_RESOLUTION}")
-    return resolution
-
-
-def _check_index(i: int, size: int, name: str) -> int:
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < size:
-        raise BenchError(f"image index {i!r} is out of range for dataset '{name}' of {size} images; "
-                         f"use an index between 0 and {size - 1}")
-    return int(i)
 
 
 # ----------------------------------------------------------------------------
@@ -374,7 +356,7 @@ class ToyFaces:
 
     def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
         resolution = check_resolution(resolution)
-        indices = [_check_index(i, self.size, self.name) for i in indices]
+        indices = [check_index(i, self.size, self.name) for i in indices]
         out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
         step = max(1, _RENDER_CHUNK_PIXELS // (resolution * resolution))
         for start in range(0, len(indices), step):
@@ -421,26 +403,6 @@ def check_filter(name: str) -> str:
     return name
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Fully decode image bytes and convert to RGB (alpha dropped); PIL's exception on bad data."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img.convert("RGB")
-
-
-def verify_image(data: bytes) -> int:
-    """Check an image's structure and checksums, then decode it fully; return its shorter side.
-
-    Raises PIL's exception for corrupt or truncated data.  `verify()` catches bad
-    chunk checksums that `load()` lets through; `load()` catches truncation.
-    """
-    with Image.open(io.BytesIO(data)) as img:
-        img.verify()  # leaves the image unusable, hence the second open
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return min(img.size)
-
-
 def centre_square(img: Image.Image) -> Image.Image:
     """Crop to a centred square whose side is the shorter side (see CROP_RULE)."""
     w, h = img.size
@@ -455,13 +417,8 @@ def resize_square(square: Image.Image, resolution: int, filter: str = RESIZE_FIL
     return np.asarray(square.resize((resolution, resolution), resample), dtype=np.uint8).copy()
 
 
-def _is_hidden(rel: str) -> bool:
-    # macOS zips carry __MACOSX/ and ._name resource forks that are not images.
-    return any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
-
-
-class ImageFolder:
-    """A folder or .zip of images, recursive, sorted by relative path.
+class ImageFolder(ImageFiles):
+    """A folder or .zip of images (bench.images.ImageFiles), as a dataset at any resolution.
 
     Each image is converted to RGB (alpha is dropped), centre-cropped to a square
     on its shorter side, and resized to the requested resolution with `filter`
@@ -473,51 +430,8 @@ class ImageFolder:
 
     def __init__(self, path: str | Path, filter: str = RESIZE_FILTER):
         self.filter = check_filter(filter)
-        self.path = Path(path).expanduser()
-        if not self.path.exists():
-            raise BenchError(f"image folder '{self.path}' does not exist; check the dataset path")
-        if self.path.is_dir():
-            self.container = "folder"
-            files = [f.relative_to(self.path).as_posix() for f in self.path.rglob("*") if f.is_file()]
-        elif zipfile.is_zipfile(self.path):
-            self.container = "zip"
-            with zipfile.ZipFile(self.path) as zf:
-                files = [info.filename for info in zf.infolist() if not info.is_dir()]
-        else:
-            raise BenchError(f"dataset path '{self.path}' is neither a folder nor a .zip; "
-                             "point it at a folder or a .zip of images")
-        self.files = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not _is_hidden(f))
-        if not self.files:
-            raise BenchError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{self.path}'; "
-                             "point the dataset path at a folder or .zip that contains images")
-        self._zip: zipfile.ZipFile | None = None
+        super().__init__(path)
         self._cache: dict[int, dict[int, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getstate__(self) -> dict:
-        # An open zip handle cannot cross a process boundary; it reopens lazily.
-        return {**self.__dict__, "_zip": None}
-
-    def read_bytes(self, rel: str) -> bytes:
-        """The undecoded bytes of image `rel` (a path relative to the folder or zip)."""
-        if self.container == "folder":
-            return (self.path / rel).read_bytes()
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.path)
-        return self._zip.read(rel)
-
-    def _bad_image(self, rel: str, err: Exception) -> BenchError:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        return BenchError(f"cannot read image '{rel}' in '{self.path}' ({reason}); "
-                          "remove or replace that file")
-
-    def _open(self, rel: str) -> Image.Image:
-        try:
-            return decode_rgb(self.read_bytes(rel))
-        except Exception as err:  # PIL raises many types for bad data
-            raise self._bad_image(rel, err) from err
 
     def validate(self, resolutions: Sequence[int] | None = None) -> dict:
         """Open and fully decode every image; raise BenchError naming the first bad one.
@@ -532,15 +446,15 @@ class ImageFolder:
             try:
                 sides.append(verify_image(self.read_bytes(rel)))
             except Exception as err:
-                raise self._bad_image(rel, err) from err
+                raise self.bad_image(rel, err) from err
         return {"count": len(self.files), "min_side": min(sides), "max_side": max(sides)}
 
     def image(self, i: int, resolution: int) -> np.ndarray:
         resolution = check_resolution(resolution)
-        i = _check_index(i, len(self.files), self.name)
+        i = check_index(i, len(self.files), self.name)
         cache = self._cache.setdefault(resolution, {})
         if i not in cache:
-            arr = resize_square(centre_square(self._open(self.files[i])), resolution, self.filter)
+            arr = resize_square(centre_square(self.decode(i)), resolution, self.filter)
             arr.flags.writeable = False  # shared by every caller through the cache
             cache[i] = arr
         return cache[i]
@@ -725,7 +639,7 @@ class PreparedDataset:
         size, shard_size = len(self), int(m["shard_size"])
         out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
         for k, i in enumerate(indices):
-            i = _check_index(i, size, self.name)
+            i = check_index(i, size, self.name)
             zf = self._zip(resolution, i // shard_size)
             try:
                 with Image.open(io.BytesIO(zf.read(entry_name(i)))) as img:
@@ -754,9 +668,6 @@ class PreparedDataset:
 # registry and tensor conversion
 
 # grf (bench/grf.py) and openmoji (bench/openmoji.py) live in their own modules.
-from bench.grf import GRF  # noqa: E402
-from bench.openmoji import OpenMoji  # noqa: E402
-
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "toyfaces": ToyFaces,
     "imagefolder": ImageFolder,

@@ -20,67 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from bench.errors import BenchError
+from bench.images import ImageFiles
 from bench.inception import FEATURE_DIM
 from bench.io import atomic_path, rank_info
 from bench.progress import console, progress
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 FID_MODES = ("clean", "legacy")
-
-
-class ImageSet:
-    """Images of a folder (recursive) or a .zip, read lazily as HxWx3 uint8 arrays."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise BenchError(f"image set {self.path} does not exist; give a folder or .zip of images")
-        if self.path.is_file() and self.path.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(self.path) as zf:
-                    names = zf.namelist()
-            except zipfile.BadZipFile:
-                raise BenchError(f"{self.path} is not a readable zip; re-create the archive") from None
-            self.names = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-        elif self.path.is_dir():
-            self.names = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*")
-                                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        else:
-            raise BenchError(f"{self.path} is neither a folder nor a .zip; give a folder or .zip of images")
-        if not self.names:
-            raise BenchError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {self.path}; "
-                             "point at a folder or .zip that holds images")
-        self._zip: zipfile.ZipFile | None = None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def read(self, i: int) -> np.ndarray:
-        name = self.names[i]
-        try:
-            if self.path.is_dir():
-                with Image.open(self.path / name) as im:
-                    return np.array(im.convert("RGB"))
-            if self._zip is None:
-                self._zip = zipfile.ZipFile(self.path)
-            with self._zip.open(name) as f, Image.open(f) as im:
-                return np.array(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise BenchError(f"corrupt or unreadable image {name} in {self.path} ({exc.__class__.__name__}); "
-                             "remove or replace it") from None
-
-    def __iter__(self):
-        return (self.read(i) for i in range(len(self)))
 
 
 def _check_image(img: np.ndarray) -> None:
@@ -258,22 +211,10 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
 
 def fid_of_sets(a: str | Path, b: str | Path, extractor: FeatureExtractor) -> dict:
     """FID between two folders/zips, with the set sizes and mode recorded."""
-    set_a, set_b = ImageSet(a), ImageSet(b)
+    set_a, set_b = ImageFiles(a), ImageFiles(b)
     fa = extractor.features(iter(set_a), total=len(set_a), desc=f"features {Path(a).name}")
     fb = extractor.features(iter(set_b), total=len(set_b), desc=f"features {Path(b).name}")
     return {"fid": frechet_distance(fa, fb), "n_a": len(set_a), "n_b": len(set_b), "mode": extractor.mode}
-
-
-def image_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int) -> np.ndarray:
-    """Tile equally sized HxWx3 uint8 images into one grid image (2 px gaps)."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
-    for k, img in enumerate(images):
-        r, q = divmod(k, cols)
-        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + q * (w + 2): 2 + q * (w + 2) + w] = img
-    return grid
 
 
 # ---------------------------------------------------------------------------
@@ -471,7 +412,7 @@ def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
         if feats is not None and (feats.ndim != 2 or feats.shape[1] != FEATURE_DIM):
             raise BenchError(f"{path}: 'features' has shape {feats.shape}, expected (N, {FEATURE_DIM})")
         return images, feats
-    s = ImageSet(path)
+    s = ImageFiles(path)
     imgs = [s.read(i) for i in range(len(s))]
     if len({im.shape for im in imgs}) == 1:
         return np.stack(imgs), None

@@ -450,7 +450,7 @@ class Runner:
     def _preview(self, name: str, res: int, images: np.ndarray) -> None:
         from PIL import Image
 
-        from bench.metrics import image_grid
+        from bench.images import image_grid
 
         grid = image_grid(images[:16], cols=8)
         with atomic_path(self.dir / "previews" / f"{name}_r{res:03d}.png") as tmp:
