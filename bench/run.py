@@ -460,11 +460,10 @@ class Runner:
     def caches(self) -> dict:
         """One feature cache per FID mode of the suite, the primary mode first."""
         if self._caches is None:
-            from bench.io import cache_dir
-            from bench.metrics import FeatureCache, build_feature_extractor
+            from bench.features import build_feature_extractor, feature_cache
 
             mc = self.cfg.metrics
-            self._caches = {mode: FeatureCache(cache_dir() / "features", build_feature_extractor(
+            self._caches = {mode: feature_cache(build_feature_extractor(
                 mode, self.plan.device, mc.batch_size, mc.inception_path)) for mode in mc.fid_modes}
         return self._caches
 
@@ -482,8 +481,10 @@ class Runner:
         from bench import refset
 
         mc = self.cfg.metrics
+        from bench.metrics import needs
+
         patches = ((mc.patch_size, mc.patches_per_image)
-                   if set(mc.metrics) & {"patch-fid", "patch-kid"} and res >= mc.patch_size else None)
+                   if "patches" in needs(mc.metrics) and res >= mc.patch_size else None)
         if mc.reference_n is None:
             return refset.held(self.plan.dataset, res, self.reference_n(), self.caches(), patches)
         return refset.streamed(self.plan.dataset, res, self.reference_n(), self.caches(), mc.batch_size, patches)
@@ -501,33 +502,19 @@ class Runner:
 
         Inception metrics come from each mode's features; the spectral distance is
         mode-independent and repeats in every mode's scores."""
-        from bench import metrics as M
+        from bench.metrics import Pixels
+        from bench.scoring import score, set_stats
 
         mc = self.cfg.metrics
-        wanted = set(mc.metrics)
-        spectral = {"spectral_lsd": ref.spectral_distance(fake)} if "spectral" in wanted else {}
+        names, options = mc.metrics, mc.options
+        pixels = Pixels(fake)
         out = {}
         for mode, cache in self.caches().items():
             t0 = time.perf_counter()
-            f_real = ref.features[mode, "images"]
-            f_fake = cache.features(fake, "generated", f"features {label} ({mode})")
-            scores = {"fid": M.frechet_distance(f_fake, f_real)}
-            if "kid" in wanted:
-                scores["kid"] = M.kid(f_fake, f_real, mc.kid_subset_seed)
-            if "pr" in wanted:
-                from bench.fidelity import precision_recall
-
-                scores.update(precision_recall(f_real, f_fake, k=mc.pr_k))
-            scores.update(spectral)
-            if (mode, "patches") in ref.features:
-                salt = f"patches:{mc.patch_size}x{mc.patches_per_image}"
-                crops = M.random_crops(fake, mc.patch_size, mc.patches_per_image, seed=0)
-                p_real = ref.features[mode, "patches"]
-                p_fake = cache.features(crops, "generated", f"patches {label} ({mode})", salt)
-                if "patch-fid" in wanted:
-                    scores["patch_fid"] = M.frechet_distance(p_fake, p_real)
-                if "patch-kid" in wanted:
-                    scores["patch_kid"] = M.kid(p_fake, p_real, mc.kid_subset_seed)
+            real = ref.stats(mode)
+            stats = set_stats(fake, cache, names, options, "generated", f"{label} ({mode})",
+                              patches=real.patches is not None, pixels=pixels)
+            scores = score(names, real, stats, options)
             scores["feature_seconds"] = time.perf_counter() - t0
             out[mode] = scores
         return out

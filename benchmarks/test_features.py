@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from bench.inception import resolve
+from bench.features import FeatureExtractor
 from bench.images import ImageFiles
-from bench.metrics import FeatureExtractor
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 RESULTS: dict[str, np.ndarray] = {}

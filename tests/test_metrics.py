@@ -10,8 +10,8 @@ import torch
 
 from bench.datasets import ToyFaces
 from bench.errors import BenchError
-from bench.metrics import (FeatureCache, frechet_distance, kid, log_spectral_distance, radial_power_spectrum,
-                           random_crops)
+from bench.features import FeatureCache
+from bench.metrics import frechet_distance, kid, log_spectral_distance, radial_power_spectrum, random_crops
 from bench.report import aggregate, lead_metrics, markdown_table
 
 FACES = ToyFaces(size=200, seed=0)

@@ -12,7 +12,8 @@ import yaml
 
 from bench import refset
 from bench.datasets import ToyFaces
-from bench.metrics import FeatureCache, radial_power_spectrum, random_crops
+from bench.features import FeatureCache
+from bench.metrics import radial_power_spectrum, random_crops
 
 
 class FakeExtractor:
