@@ -147,6 +147,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                     problems.append(f"{where}.{key}: {p}")
             plan.adapters[m.name] = adapter
         elif m.adapter == "bilinear":
+            if m.train is not None:  # the runner would train it, and it has no network
+                problems.append(f"{where}.train: bilinear is not trained; remove the train section")
             if m.base_resolution is None or m.source is None:
                 problems.append(f"{where}: bilinear needs source (a model name or 'data') and base_resolution")
             elif m.source != "data" and m.source not in names[:i]:
