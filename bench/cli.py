@@ -78,7 +78,7 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
     import subprocess
 
     from bench.io import PROJECT_ROOT
-    from bench.run import new_run_id
+    from bench.rundir import new_run_id
 
     run_id = run_id or new_run_id()
     env = dict(os.environ)
@@ -208,7 +208,7 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
                    as_json: bool = typer.Option(False, "--json")):
     """Parameters (spectral/spatial), FLOPs per forward by resolution, optional training-step memory."""
     from bench.io import pick_device
-    from bench.modelcard import model_card, train_step_peak_memory
+    from models.card import model_card, train_step_peak_memory
 
     try:
         res = [int(r) for r in resolutions.split(",") if r.strip()]
