@@ -169,16 +169,15 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
            report_dir: Path = typer.Option(Path("reports"), help="also write the report to REPORT_DIR/<suite>/ "
                                                                    "(relative to the current directory)")):
     """Rebuild a finished run's report (figures, tables, index.md) from its run directory alone."""
-    import pandas as pd
-
     from bench.config import load_suite
     from bench.report import write_report
+    from bench.results import load_rows
+    from bench.rundir import RunDir
 
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        raise BenchError(f"{metrics} not found; finish the run first (bench run SUITE --run-id {run_dir.name})")
-    cfg = load_suite(run_dir / "suite.yaml")
-    out = write_report(run_dir, cfg, pd.read_csv(metrics).to_dict("records"), report_dir)
+    run = RunDir(run_dir)
+    if not run.metrics_csv.is_file():
+        raise BenchError(f"{run.metrics_csv} not found; finish the run first (bench run SUITE --run-id {run.name})")
+    out = write_report(run, load_suite(run.suite_yaml), load_rows(run), report_dir)
     typer.echo(str(out))
 
 

@@ -108,6 +108,7 @@ def regress(baseline: Path, suite: Path, results: Path, update: bool = False, sk
             skip_throughput: bool = False, repeats: int = 7) -> int:
     from bench import perf
     from bench.config import load_suite
+    from bench.results import load_rows
     from bench.rundir import environment
     from bench.run import run_suite
 
@@ -116,10 +117,7 @@ def regress(baseline: Path, suite: Path, results: Path, update: bool = False, sk
     quality = {}
     if not skip_quality:
         run_id = "regress-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run = run_suite(cfg, results=results, run_id=run_id)
-        import pandas as pd
-
-        quality = quality_from_rows(pd.read_csv(run.metrics_csv).to_dict("records"))
+        quality = quality_from_rows(load_rows(run_suite(cfg, results=results, run_id=run_id)))
     throughput = {"kernels": {}} if skip_throughput else perf.measure(repeats=repeats)
     if update:
         from bench.io import pick_device

@@ -59,7 +59,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
             write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
-        write_report(run.root, cfg, rows, report_dir)
+        write_report(run, cfg, rows, report_dir)
         console.print(summary_table(cfg, rows))
         console.log(f"results in {run}")
     dist.barrier()
@@ -253,7 +253,7 @@ def evaluate(plan: Plan, run: RunDir) -> list[dict]:
                     rows.append(row(model=model.name, adapter=model.config.adapter,
                                     train_resolutions=format_resolutions(model.train_resolutions),
                                     sample_resolution=res, seed_set=s, n=len(fake), n_ref=ref.n, fid_mode=mode,
-                                    seconds=seconds, **scores))
+                                    seconds=seconds, **scores, role=model.role))
     log_feature_counts(caches)
     if rank_info()[0] == 0:
         write_metrics(run.metrics_csv, rows)

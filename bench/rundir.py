@@ -85,11 +85,34 @@ class RunDir:
     def metrics_csv(self) -> Path:
         return self.root / METRICS
 
-    def report_file(self, name: str) -> Path:
-        """One of REPORT_FILES."""
-        if name not in REPORT_FILES:
-            raise ValueError(f"{name!r} is not a report file ({', '.join(REPORT_FILES)})")
-        return self.root / name
+    # the report (REPORT_FILES)
+    @property
+    def index_md(self) -> Path:
+        return self.root / "index.md"
+
+    @property
+    def fig2(self) -> Path:
+        return self.root / "fig2.png"
+
+    @property
+    def samples_panel(self) -> Path:
+        return self.root / "samples.png"
+
+    @property
+    def fig5(self) -> Path:
+        return self.root / "fig5.png"
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / "table.md"
+
+    @property
+    def table_csv(self) -> Path:
+        return self.root / "table.csv"
+
+    @property
+    def table_tex(self) -> Path:
+        return self.root / "table.tex"
 
     def report_files(self) -> list[Path]:
         return [self.root / name for name in REPORT_FILES]
