@@ -2,19 +2,34 @@
 
 Every user-input problem surfaces as BenchError: printed as `error: <one line>`
 (one line per problem) and exit status 2.
+
+Each command imports the modules it runs inside its function: they pull in torch
+and the networks (`import bench.run` takes 2-3 s on a 2-core CPU, `bench --help`
+0.1 s as it is; python -X importtime), and `bench data prepare` must not load the
+networks at all (tests/test_layering.py). What every command needs is imported
+at the top.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import shlex
+import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 
+from bench import __version__
+from bench.config import load_suite
 from bench.errors import BenchError
+from bench.io import PROJECT_ROOT, cache_dir, write_text
 from bench.metrics import FID_MODES, METRICS, MetricOptions
+from bench.scale import scale_suite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
@@ -22,8 +37,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _version(value: bool) -> None:
     if value:
-        from bench import __version__
-
         typer.echo(f"dfu-bench {__version__}")
         raise typer.Exit(0)
 
@@ -53,9 +66,6 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
                                                  "(one per GPU on CUDA; gloo processes on CPU)")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
-    import os
-
-    from bench.config import load_suite, scale_suite
     from bench.run import run_suite
 
     cfg = scale_suite(load_suite(suite), scale)
@@ -73,11 +83,6 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
 
     The run id is fixed here so that the one-line message after a failure can name
     the command that resumes it."""
-    import os
-    import shlex
-    import subprocess
-
-    from bench.io import PROJECT_ROOT
     from bench.rundir import new_run_id
 
     run_id = run_id or new_run_id()
@@ -125,9 +130,9 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         mode: str = typer.Option("clean", help=MODE_HELP)):
     """FID between two image folders or zips (last line of output), in clean or legacy mode."""
+    from bench.dist import pick_device
     from bench.features import build_feature_extractor
     from bench.images import ImageFiles
-    from bench.io import pick_device
     from bench.scoring import fid_of_sets
 
     ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
@@ -169,7 +174,6 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
            report_dir: Path = typer.Option(Path("reports"), help="also write the report to REPORT_DIR/<suite>/ "
                                                                    "(relative to the current directory)")):
     """Rebuild a finished run's report (figures, tables, index.md) from its run directory alone."""
-    from bench.config import load_suite
     from bench.report import write_report
     from bench.results import load_rows
     from bench.rundir import RunDir
@@ -206,7 +210,7 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
                    device: str = typer.Option("auto"),
                    as_json: bool = typer.Option(False, "--json")):
     """Parameters (spectral/spatial), FLOPs per forward by resolution, optional training-step memory."""
-    from bench.io import pick_device
+    from bench.dist import pick_device
     from models.card import model_card, train_step_peak_memory
 
     try:
@@ -301,8 +305,6 @@ def _import_state_dict(state: Path, cfg):
 
 def _arch_from_arg(arch: str):
     """A named architecture, or a YAML/JSON file of ArchConfig fields."""
-    import yaml
-
     from models.networks import ARCHS, ArchConfig, get_arch
 
     if arch in ARCHS:
@@ -339,11 +341,6 @@ def _usage_line(exc: typer.TyperException) -> str:
 
 def _crash_report(exc: BaseException) -> Path:
     """Save the traceback of an unexpected exception; returns where it went."""
-    import datetime as dt
-    import traceback
-
-    from bench.io import cache_dir, write_text
-
     path = cache_dir() / "logs" / f"crash-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     write_text(path, "".join(traceback.format_exception(exc)))
     return path

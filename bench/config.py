@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.errors import BenchError
 from bench.metrics import FID_MODES, METRICS, MetricOptions
+from bench.paper import labels
 
 Resolution = Annotated[int, Field(ge=8, le=512)]
 
@@ -308,8 +309,6 @@ class ReportConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from bench.paper import labels
-
         if self.reference is None:
             if self.reference_models:
                 raise ValueError("reference_models needs reference (a dataset of bench/reference/paper_numbers.csv)")
@@ -351,55 +350,6 @@ class SuiteConfig(Strict):
         if stray:
             raise ValueError(f"report.reference_models names {', '.join(stray)}, not a model of this suite")
         return self
-
-
-# --scale tiny: the same suite, shrunk until every stage runs on a CPU in minutes.
-SCALES = ("full", "tiny")
-TINY = {"steps": 6, "batch_size": 4, "lr_warmup_steps": 2, "checkpoint_every": 3,
-        "sample_n": 8, "sample_steps": 3, "batch": 8}
-# Training keys that hold durations in images, per-resolution memory caps or a
-# data warm-up: meaningless for a six-step run, so they go back to their defaults.
-_TINY_DROPPED_TRAIN_KEYS = ("kimg", "lr_warmup_kimg", "checkpoint_every_kimg", "micro_batch",
-                            "data_warmup_kimg", "data_warmup_max_resolution")
-# arch_overrides that do not change cpu-tiny's shape; the rest (channels,
-# levels, modes) were written for the full architecture and may not fit it.
-_TINY_KEPT_OVERRIDES = ("dropout", "mode", "fft_norm")
-
-
-def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
-    """`full`: cfg unchanged; `tiny`: a CPU dry run of the same suite and resolution grid.
-
-    Works on the dumped dict, so fields added to TrainConfig later pass through
-    unless listed above, and validates the result again.
-    """
-    if scale not in SCALES:
-        raise BenchError(f"--scale {scale!r} is not known; use one of: {', '.join(SCALES)}")
-    if scale == "full":
-        return cfg
-    data = cfg.model_dump()
-    if not data["name"].endswith("-tiny"):
-        data["name"] += "-tiny"  # tiny results never land beside full ones
-    for m in data["models"]:
-        train = m.get("train")
-        if train is None and m.get("arch") is None:
-            continue  # bilinear: nothing to shrink
-        m["arch"] = "cpu-tiny"
-        m["arch_overrides"] = {k: v for k, v in (m.get("arch_overrides") or {}).items() if k in _TINY_KEPT_OVERRIDES}
-        if train is not None:
-            warmup = bool(train.get("lr_warmup_steps") or train.get("lr_warmup_kimg"))
-            for key in _TINY_DROPPED_TRAIN_KEYS:
-                train.pop(key, None)
-            train.update(steps=TINY["steps"], batch_size=TINY["batch_size"],
-                         lr_warmup_steps=TINY["lr_warmup_steps"] if warmup else 0,
-                         checkpoint_every=TINY["checkpoint_every"])
-    data["sample"].update(n=TINY["sample_n"], steps=TINY["sample_steps"], seeds=data["sample"]["seeds"][:1],
-                          batch_size=min(data["sample"]["batch_size"], TINY["batch"]))
-    data["metrics"]["batch_size"] = min(data["metrics"]["batch_size"], TINY["batch"])
-    if data["metrics"].get("reference_n") is not None:
-        # `all` on FFHQ is 70,000 images per resolution and mode: hours of Inception on a
-        # CPU. A dry run streams as many as it samples, through the same streamed path.
-        data["metrics"]["reference_n"] = TINY["sample_n"]
-    return parse_suite(data, f"{cfg.name} at --scale tiny")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

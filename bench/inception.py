@@ -22,9 +22,12 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+from cleanfid.downloads_helper import check_download_inception
+from cleanfid.inception_torchscript import InceptionV3W
 
 from bench.errors import BenchError
 from bench.io import atomic_path, cache_dir, sha256_file
@@ -47,8 +50,6 @@ def _layers_holder(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
 
 
 def load_script(path: Path) -> torch.jit.ScriptModule:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         return _layers_holder(torch.jit.load(str(path), map_location="cpu").eval())
@@ -113,8 +114,6 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     if allow_download:
         try:
-            from cleanfid.downloads_helper import check_download_inception
-
             target.parent.mkdir(parents=True, exist_ok=True)
             got = Path(check_download_inception(fpath=str(target.parent)))
             return _write_cache(load_script(got), target), "clean-fid download"
@@ -140,8 +139,6 @@ def weights_sha256(explicit: str | None = None) -> str:
 
 def build_extractor(device: torch.device, explicit: str | None = None) -> torch.nn.Module:
     """clean-fid's InceptionV3W (clean mode: resize outside, `.layers` inside) on our weights."""
-    from cleanfid.inception_torchscript import InceptionV3W
-
     path, _ = resolve(explicit)
     try:
         script = load_script(path)

@@ -28,7 +28,8 @@ from bench.config import ModelConfig, SuiteConfig
 from bench.datasets import RESIZE_FILTER, ImageDataset, build_dataset
 from bench.errors import BenchError
 from bench.inception import resolve
-from bench.io import pick_device, rank_info
+from bench.dist import pick_device
+from bench.io import rank_info
 from models.adapters import ADAPTERS, ROLES, Adapter, Setup
 from models.augment import LABEL_DIM
 from models.training import TrainSettings

@@ -21,7 +21,7 @@ from bench.errors import BenchError
 from bench.features import (FeatureCache, FeatureExtractor, build_feature_extractor, check_mode, feature_cache,
                             load_set, patch_salt)
 from bench.images import ImageFiles
-from bench.io import pick_device
+from bench.dist import pick_device
 from bench.metrics import MetricOptions, Pixels, SetStats, needs, patch_crops, select
 
 

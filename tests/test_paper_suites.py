@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from bench.config import ModelConfig, load_suite, parse_suite, scale_suite
+from bench.config import ModelConfig, load_suite, parse_suite
+from bench.scale import scale_suite
 from bench.datasets import ToyFaces
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT
