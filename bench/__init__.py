@@ -8,7 +8,7 @@ through the adapter interface (models.adapters).
 
 L0  __init__, errors, io, progress          -- plumbing: one-line user errors, atomic writes, paths, progress bars
 L1  metrics, paper, images                  -- facts: the metric table and math, the paper's numbers, image files
-L2  config, datasets, grf, openmoji, inception, checkpoint, dist   -- inputs: suite schema, data, weights, devices
+L2  config, datasets, toyfaces, grf, openmoji, inception, checkpoint, dist   -- inputs: suite schema, data, weights, devices
 L3  scale, rundir, fidelity, features, refset   -- a run's directory; Inception features and their cache
 L4  plan, scoring, prepare, results         -- what a suite means; numbers from image sets; data prepare; metrics.csv
 L5  figures, summary, tables                -- the report's parts, from metrics.csv and the run directory
