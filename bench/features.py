@@ -234,13 +234,16 @@ class FeatureCache:
         self._memo[key] = self._load_or_compute(key, images, kind, desc)
         return self._memo[key]
 
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
     def hasher(self, shape: tuple, *salt: str):
         """content_hasher for this extractor: feed it the pixels, then load/store by its hexdigest."""
         return content_hasher(shape, self.extractor.identity, *salt)
 
     def load(self, key: str, rows: int, kind: str) -> np.ndarray | None:
         """The stored features of `key` (rows x 2048), or None; collective under torchrun."""
-        path = self.root / key[:2] / f"{key}.npy"
+        path = self._path(key)
         feats = None
         if path.is_file():
             try:
@@ -259,7 +262,7 @@ class FeatureCache:
 
     def store(self, key: str, feats: np.ndarray, kind: str) -> None:
         if rank_info()[0] == 0:
-            with atomic_path(self.root / key[:2] / f"{key}.npy") as tmp:
+            with atomic_path(self._path(key)) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, feats)
         self.computed[kind] = self.computed.get(kind, 0) + 1

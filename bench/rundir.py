@@ -28,7 +28,7 @@ METRICS = "metrics.csv"
 REPORT_FILES = ("index.md", "fig2.png", "samples.png", "fig5.png", "table.md", "table.csv", "table.tex")
 COPIED_FILES = (METRICS, SUITE, ENVIRONMENT)  # also copied beside a report written elsewhere
 
-# (pattern, what it is), in the order the README lists them; `transient` entries exist only mid-run
+# (pattern, what it is), in the order the README lists them
 LAYOUT: tuple[tuple[str, str], ...] = (
     (SUITE, "the resolved suite"),
     (ENVIRONMENT, "versions, device, git commit"),
@@ -39,11 +39,12 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("checkpoints/<model>/model_card.json", "parameters, FLOPs per resolution, training-step memory"),
     ("samples/<model>/rNNN_sS.npz", "generated images of seed set S at NNN px, their seeds and seconds"),
     ("samples/<model>/rNNN_sS.parts/bKKKKK.npz", "transient: batch K of a set being made"),
-    ("references/rNNN.npz", "the first 8 real images at NNN px, for Fig. 5"),
-    ("previews/<model>_rNNN.png", "a grid of the first 16 samples of the first seed set"),
+    ("references/rNNN.npz", "the first real images at NNN px, for Fig. 5"),
+    ("previews/<model>_rNNN.png", "a grid of the first samples of the first seed set"),
     (METRICS, "one row per model, sampled resolution, seed set and FID mode"),
     *((name, "the report") for name in REPORT_FILES),
 )
+TRANSIENT = ("samples/<model>/rNNN_sS.parts/bKKKKK.npz",)  # in LAYOUT, but gone once a run has finished
 
 
 def _res(resolution: int) -> str:

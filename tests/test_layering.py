@@ -61,6 +61,17 @@ def test_every_module_has_a_layer():
     assert set(layers) - modules == set(), "layers name modules that do not exist"
 
 
+def test_readme_shows_the_same_layers():
+    """README.md's architecture table repeats the layers for readers; it must not drift from the docstring."""
+    readme = {}
+    for line in (PROJECT_ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"^\| L(\d+) \| (.+?) \|", line)
+        if m:
+            readme.update({name: int(m.group(1)) for name in re.findall(r"`(\w+)`", m.group(2))})
+    declared = {m: layer for m, layer in declared_layers().items() if m not in ("__init__", "__main__")}
+    assert readme == declared
+
+
 def test_no_module_imports_a_higher_layer():
     layers = declared_layers()
     upward = [f"{m} (L{layers[m]}) imports {d} (L{layers[d]}): {how[0][0]}"
