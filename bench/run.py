@@ -48,7 +48,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     set_cuda_precision(cfg.runtime.precision)
     rank, world = dist.init(plan.device)
     run = RunDir.of(results, cfg.name, dist.broadcast(run_id or new_run_id()))  # rank 0's clock names it
-    start(run, plan)
+    open_run_dir(run, plan)
     if world > 1:
         console.log(f"(rank {rank}/{world}) joined ({dist.tdist.get_backend()}, device {plan.device})")
     dist.barrier()
@@ -75,7 +75,7 @@ def set_cuda_precision(precision: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def start(run: RunDir, plan: Plan) -> None:
+def open_run_dir(run: RunDir, plan: Plan) -> None:
     """suite.yaml and environment.json; a run id started with another suite is refused."""
     resolved = yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)
     if run.suite_yaml.is_file() and run.suite_yaml.read_text() != resolved:

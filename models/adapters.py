@@ -144,6 +144,7 @@ class EDMAdapter(Adapter):
 
     @property
     def role(self) -> str:
+        """spectral when the network has spectral convolutions (mode spectral or dual), else spatial."""
         return "spatial" if self.arch.mode == "spatial" else "spectral"
 
     @property
