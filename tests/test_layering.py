@@ -132,3 +132,9 @@ def test_data_prepare_does_not_load_the_networks():
     code = "import bench.prepare, sys; assert 'models.networks' not in sys.modules, sorted(sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_module_opens_with_its_contract():
+    missing = [p.relative_to(PROJECT_ROOT).as_posix() for folder in (BENCH, MODELS) for p in sorted(folder.glob("*.py"))
+               if not ast.get_docstring(ast.parse(p.read_text()))]
+    assert not missing, f"modules without a docstring: {missing}"
