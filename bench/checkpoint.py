@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
 from bench.io import atomic_path, write_json
@@ -19,8 +21,6 @@ def meta_path(path: Path) -> Path:
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    from safetensors.torch import save_file
-
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
@@ -32,9 +32,6 @@ def exists(path: Path) -> bool:
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not exists(path):
         raise BenchError(f"checkpoint {path} (or its {meta_path(path).name}) is missing; "

@@ -2,18 +2,34 @@
 
 Every user-input problem surfaces as BenchError: printed as `error: <one line>`
 (one line per problem) and exit status 2.
+
+Each command imports the modules it runs inside its function: they pull in torch
+and the networks (`import bench.run` takes 2-3 s on a 2-core CPU, `bench --help`
+0.1 s as it is; python -X importtime), and `bench data prepare` must not load the
+networks at all (tests/test_layering.py). What every command needs is imported
+at the top.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import shlex
+import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 
+from bench import __version__
+from bench.config import load_suite
 from bench.errors import BenchError
+from bench.io import PROJECT_ROOT, cache_dir, write_text
+from bench.metrics import FID_MODES, METRICS, MetricOptions
+from bench.scale import scale_suite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfu-bench: train, sample across resolutions, and score diffusion models.")
@@ -21,8 +37,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _version(value: bool) -> None:
     if value:
-        from bench import __version__
-
         typer.echo(f"dfu-bench {__version__}")
         raise typer.Exit(0)
 
@@ -33,8 +47,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """dfu-bench: train, sample across resolutions, and score diffusion models."""
 
 
-MODE_HELP = ("FID mode: clean (clean-fid, PIL bicubic to 299) or legacy (EDM fid.py's protocol, as the paper: "
-             "native-size uint8 into torch-fidelity's inception-v3-compat, TF1 bilinear resize inside)")
+MODE_HELP = "FID mode: " + " or ".join(f"{m.name} ({m.how})" for m in FID_MODES.values())
+_DEFAULTS = MetricOptions()
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
 app.add_typer(data_app, name="data")
@@ -52,9 +66,6 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
                                                  "(one per GPU on CUDA; gloo processes on CPU)")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
-    import os
-
-    from bench.config import load_suite, scale_suite
     from bench.run import run_suite
 
     cfg = scale_suite(load_suite(suite), scale)
@@ -72,12 +83,7 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
 
     The run id is fixed here so that the one-line message after a failure can name
     the command that resumes it."""
-    import os
-    import shlex
-    import subprocess
-
-    from bench.io import PROJECT_ROOT
-    from bench.run import new_run_id
+    from bench.rundir import new_run_id
 
     run_id = run_id or new_run_id()
     env = dict(os.environ)
@@ -124,10 +130,12 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         mode: str = typer.Option("clean", help=MODE_HELP)):
     """FID between two image folders or zips (last line of output), in clean or legacy mode."""
-    from bench.io import pick_device
-    from bench.metrics import ImageSet, build_feature_extractor, fid_of_sets
+    from bench.dist import pick_device
+    from bench.features import build_feature_extractor
+    from bench.images import ImageFiles
+    from bench.scoring import fid_of_sets
 
-    ImageSet(a), ImageSet(b)  # validate both before loading Inception
+    ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
     result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
@@ -135,23 +143,25 @@ def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
 @app.command()
 def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
             b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
-            which: str = typer.Option("fid,kid", "--metrics",
-                                      help="comma list of fid, kid, pr, patch-fid, patch-kid, spectral"),
+            which: str = typer.Option("fid,kid", "--metrics", help="comma list of " + ", ".join(METRICS)),
             as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
             batch_size: int = typer.Option(32, min=1),
-            patch_size: int = typer.Option(32, min=8),
-            patches_per_image: int = typer.Option(4, min=1),
-            kid_subset_seed: int = typer.Option(0),
+            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8),
+            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1),
+            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed),
+            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, help="k of the k-NN manifolds for precision/recall "
+                                                                 "(a suite's metrics.pr_k)"),
             device: str = typer.Option("auto"),
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
             mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
     """Any metrics between two image sets (A = generated, B = reference); features are cached."""
-    from bench.metrics import compare_sets
+    from bench.scoring import compare_sets
 
     names = [w.strip() for w in which.split(",") if w.strip()]
+    options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
+                            patches_per_image=patches_per_image)
     result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
-                          patch_size=patch_size, patches_per_image=patches_per_image,
-                          kid_subset_seed=kid_subset_seed, mode=mode)
+                          options=options, mode=mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -164,16 +174,14 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
            report_dir: Path = typer.Option(Path("reports"), help="also write the report to REPORT_DIR/<suite>/ "
                                                                    "(relative to the current directory)")):
     """Rebuild a finished run's report (figures, tables, index.md) from its run directory alone."""
-    import pandas as pd
-
-    from bench.config import load_suite
     from bench.report import write_report
+    from bench.results import load_rows
+    from bench.rundir import RunDir
 
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        raise BenchError(f"{metrics} not found; finish the run first (bench run SUITE --run-id {run_dir.name})")
-    cfg = load_suite(run_dir / "suite.yaml")
-    out = write_report(run_dir, cfg, pd.read_csv(metrics).to_dict("records"), report_dir)
+    run = RunDir(run_dir)
+    if not run.metrics_csv.is_file():
+        raise BenchError(f"{run.metrics_csv} not found; finish the run first (bench run SUITE --run-id {run.name})")
+    out = write_report(run, load_suite(run.suite_yaml), load_rows(run), report_dir)
     typer.echo(str(out))
 
 
@@ -202,8 +210,8 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
                    device: str = typer.Option("auto"),
                    as_json: bool = typer.Option(False, "--json")):
     """Parameters (spectral/spatial), FLOPs per forward by resolution, optional training-step memory."""
-    from bench.io import pick_device
-    from bench.modelcard import model_card, train_step_peak_memory
+    from bench.dist import pick_device
+    from models.card import model_card, train_step_peak_memory
 
     try:
         res = [int(r) for r in resolutions.split(",") if r.strip()]
@@ -297,8 +305,6 @@ def _import_state_dict(state: Path, cfg):
 
 def _arch_from_arg(arch: str):
     """A named architecture, or a YAML/JSON file of ArchConfig fields."""
-    import yaml
-
     from models.networks import ARCHS, ArchConfig, get_arch
 
     if arch in ARCHS:
@@ -335,11 +341,6 @@ def _usage_line(exc: typer.TyperException) -> str:
 
 def _crash_report(exc: BaseException) -> Path:
     """Save the traceback of an unexpected exception; returns where it went."""
-    import datetime as dt
-    import traceback
-
-    from bench.io import cache_dir, write_text
-
     path = cache_dir() / "logs" / f"crash-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     write_text(path, "".join(traceback.format_exception(exc)))
     return path

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
+from bench.metrics import FID_MODES, METRICS, MetricOptions
+from bench.paper import labels
 
 Resolution = Annotated[int, Field(ge=8, le=512)]
 
@@ -227,15 +229,15 @@ class SampleConfig(Strict):
         return self
 
 
-MetricName = Literal["fid", "kid", "pr", "patch-fid", "patch-kid", "spectral"]
-FidMode = Literal["clean", "legacy"]
+MetricName = Literal[tuple(METRICS)]  # the metric table's names (bench.metrics)
+FidMode = Literal[tuple(FID_MODES)]
+_DEFAULTS = MetricOptions()
 
 
 class MetricsConfig(Strict):
     fid_mode: Union[FidMode, list[FidMode]] = Field(
-        "clean", description="clean: clean-fid (PIL bicubic to 299); legacy: EDM fid.py's protocol (uint8 at native "
-                             "size, TF1-style bilinear resize inside Inception); a list computes every Inception "
-                             "metric in each mode, the first one is primary (figures, findings)")
+        "clean", description="; ".join(f"{m.name}: {m.how}" for m in FID_MODES.values())
+        + "; a list computes every Inception metric in each mode, the first one is primary (figures, findings)")
     reference_n: Optional[Union[int, Literal["all"]]] = Field(
         None, description="real images per resolution for the reference statistics: a number (the first N) or "
                           "all (the paper's protocol); both are streamed. Default: min(sample.n, dataset size), "
@@ -243,10 +245,11 @@ class MetricsConfig(Strict):
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
     batch_size: int = Field(32, gt=0)
     inception_path: Optional[str] = None
-    kid_subset_seed: int = 0
-    patch_size: int = Field(32, ge=8, description="patch-fid/patch-kid crop size (px, native resolution)")
-    patches_per_image: int = Field(4, ge=1)
-    pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall")
+    kid_subset_seed: int = _DEFAULTS.kid_subset_seed
+    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, description="patch-fid/patch-kid crop size (px, native "
+                                                                     "resolution)")
+    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1)
+    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, description="k of the k-NN manifolds for precision/recall")
 
     # Unions report one error per member; these say what is wrong in one line instead.
     @field_validator("fid_mode", mode="before")
@@ -279,6 +282,11 @@ class MetricsConfig(Strict):
         """The FID modes to compute, the primary one first."""
         return [self.fid_mode] if isinstance(self.fid_mode, str) else list(self.fid_mode)
 
+    @property
+    def options(self) -> MetricOptions:
+        return MetricOptions(kid_subset_seed=self.kid_subset_seed, pr_k=self.pr_k, patch_size=self.patch_size,
+                             patches_per_image=self.patches_per_image)
+
 
 class RuntimeConfig(Strict):
     """How the stages execute (not what they compute): numeric precision and compilation.
@@ -301,8 +309,6 @@ class ReportConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from bench.paper import labels
-
         if self.reference is None:
             if self.reference_models:
                 raise ValueError("reference_models needs reference (a dataset of bench/reference/paper_numbers.csv)")
@@ -344,55 +350,6 @@ class SuiteConfig(Strict):
         if stray:
             raise ValueError(f"report.reference_models names {', '.join(stray)}, not a model of this suite")
         return self
-
-
-# --scale tiny: the same suite, shrunk until every stage runs on a CPU in minutes.
-SCALES = ("full", "tiny")
-TINY = {"steps": 6, "batch_size": 4, "lr_warmup_steps": 2, "checkpoint_every": 3,
-        "sample_n": 8, "sample_steps": 3, "batch": 8}
-# Training keys that hold durations in images, per-resolution memory caps or a
-# data warm-up: meaningless for a six-step run, so they go back to their defaults.
-_TINY_DROPPED_TRAIN_KEYS = ("kimg", "lr_warmup_kimg", "checkpoint_every_kimg", "micro_batch",
-                            "data_warmup_kimg", "data_warmup_max_resolution")
-# arch_overrides that do not change cpu-tiny's shape; the rest (channels,
-# levels, modes) were written for the full architecture and may not fit it.
-_TINY_KEPT_OVERRIDES = ("dropout", "mode", "fft_norm")
-
-
-def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
-    """`full`: cfg unchanged; `tiny`: a CPU dry run of the same suite and resolution grid.
-
-    Works on the dumped dict, so fields added to TrainConfig later pass through
-    unless listed above, and validates the result again.
-    """
-    if scale not in SCALES:
-        raise BenchError(f"--scale {scale!r} is not known; use one of: {', '.join(SCALES)}")
-    if scale == "full":
-        return cfg
-    data = cfg.model_dump()
-    if not data["name"].endswith("-tiny"):
-        data["name"] += "-tiny"  # tiny results never land beside full ones
-    for m in data["models"]:
-        train = m.get("train")
-        if train is None and m.get("arch") is None:
-            continue  # bilinear: nothing to shrink
-        m["arch"] = "cpu-tiny"
-        m["arch_overrides"] = {k: v for k, v in (m.get("arch_overrides") or {}).items() if k in _TINY_KEPT_OVERRIDES}
-        if train is not None:
-            warmup = bool(train.get("lr_warmup_steps") or train.get("lr_warmup_kimg"))
-            for key in _TINY_DROPPED_TRAIN_KEYS:
-                train.pop(key, None)
-            train.update(steps=TINY["steps"], batch_size=TINY["batch_size"],
-                         lr_warmup_steps=TINY["lr_warmup_steps"] if warmup else 0,
-                         checkpoint_every=TINY["checkpoint_every"])
-    data["sample"].update(n=TINY["sample_n"], steps=TINY["sample_steps"], seeds=data["sample"]["seeds"][:1],
-                          batch_size=min(data["sample"]["batch_size"], TINY["batch"]))
-    data["metrics"]["batch_size"] = min(data["metrics"]["batch_size"], TINY["batch"])
-    if data["metrics"].get("reference_n") is not None:
-        # `all` on FFHQ is 70,000 images per resolution and mode: hours of Inception on a
-        # CPU. A dry run streams as many as it samples, through the same streamed path.
-        data["metrics"]["reference_n"] = TINY["sample_n"]
-    return parse_suite(data, f"{cfg.name} at --scale tiny")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

@@ -1,4 +1,4 @@
-"""torch.distributed for the stages: process group, collectives, rank-aware logging.
+"""Where a process runs: its device (`pick_device`), and torch.distributed for the stages.
 
 Launched by `torchrun` (or `bench run --nproc N`, which starts torchrun) every
 rank runs the same program over the same suite. Work is split by *seed* or
@@ -20,6 +20,17 @@ import torch
 import torch.distributed as tdist
 
 from bench.io import rank_info
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; anything else is passed to torch."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
 
 
 def enabled() -> bool:

@@ -41,8 +41,11 @@ from typing import Sequence
 import torch
 
 from bench.errors import BenchError
-from bench.inception import sha256_file
-from bench.io import atomic_path, cache_dir
+from bench.inception import load_script, resolve
+from bench.io import atomic_path, cache_dir, sha256_file
+
+# torch_fidelity itself is imported inside the functions that use it: 0.9 s after torch (python
+# -X importtime), and bench.features imports this module for clean-mode runs, which never call them.
 
 CACHE_NAME = "pt_inception-2015-12-05-compat.pth"
 EXTRACTOR_NAME = "inception-v3-compat"
@@ -161,6 +164,7 @@ def expected_state_shapes() -> dict[str, torch.Size]:
     Its constructor always loads weights; we hand it an empty in-memory file and skip the
     load, so nothing is downloaded and nothing is allocated.
     """
+    # inside: 0.9 s to import after torch (python -X importtime), see the note above CACHE_NAME
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class _Probe(FeatureExtractorInceptionV3):
@@ -177,10 +181,8 @@ def expected_state_shapes() -> dict[str, torch.Size]:
 
 def _load_holder(script_path: Path) -> torch.jit.ScriptModule:
     """The TorchScript module owning `.layers` (clean-fid's file, or fid-helper's `.net`)."""
-    from bench.inception import _load_script
-
     try:
-        return _load_script(script_path)
+        return load_script(script_path)
     except ValueError:
         raise BenchError(f"Inception file {script_path} has neither .layers nor .net.layers; "
                          f"delete it and run `make install` again") from None
@@ -270,8 +272,6 @@ def _read_meta(target: Path) -> dict | None:
 
 def _ensure(inception_path: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """Converted weights in the project cache (converted once), and their metadata."""
-    from bench.inception import resolve
-
     source, _ = resolve(inception_path)
     source_sha = sha256_file(source)
     target = cache_dir() / CACHE_NAME
@@ -316,6 +316,7 @@ def fidelity_extractor(device: torch.device | str = "cpu", features: Sequence[st
     Default features: ['2048'], plus 'logits_unbiased' when the head is available.
     Forward takes uint8 Nx3xHxW and returns a tuple in `features` order.
     """
+    # inside: 0.9 s to import after torch (python -X importtime), see the note above CACHE_NAME
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     path, meta = _ensure(inception_path)
@@ -329,29 +330,6 @@ def fidelity_extractor(device: torch.device | str = "cpu", features: Sequence[st
     return model.to(torch.device(device)).eval()
 
 
-def precision_recall(features_real, features_fake, k: int = 3) -> dict[str, float]:
-    """Improved precision/recall (Kynkaanniemi et al.) via torch-fidelity's own function.
-
-    precision: share of fake samples inside some real sample's k-NN ball;
-    recall: share of real samples inside some fake sample's k-NN ball.
-    """
-    from torch_fidelity.metric_prc import prc_features_to_metric
-
-    real = torch.as_tensor(features_real).detach().cpu()
-    fake = torch.as_tensor(features_fake).detach().cpu()
-    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise BenchError(f"precision/recall needs two NxD feature sets of the same D, "
-                         f"got {tuple(real.shape)} and {tuple(fake.shape)}")
-    if min(len(real), len(fake)) <= k:
-        raise BenchError(f"precision/recall with k={k} needs more than {k} samples per set, "
-                         f"got {len(real)} real and {len(fake)} fake")
-    dtype = torch.promote_types(torch.promote_types(real.dtype, fake.dtype), torch.float32)
-    # torch-fidelity's convention: features_1 is generated (input1), features_2 is real (input2)
-    out = prc_features_to_metric(fake.to(dtype), real.to(dtype), prc_neighborhood=k,
-                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-    return {"precision": float(out["precision"]), "recall": float(out["recall"])}
-
-
 def fidelity_metrics(input1, input2=None, *, isc: bool = False, fid: bool = False, kid: bool = False,
                      prc: bool = False, device: torch.device | str = "cpu",
                      inception_path: str | os.PathLike | None = None, **kwargs) -> dict:
@@ -360,7 +338,7 @@ def fidelity_metrics(input1, input2=None, *, isc: bool = False, fid: bool = Fals
     Inputs are whatever torch-fidelity accepts (an image folder, a Dataset of uint8 CHW
     tensors). Inception Score is refused up front when the head is unavailable.
     """
-    import torch_fidelity
+    import torch_fidelity  # inside: 0.9 s to import after torch (python -X importtime)
 
     path, meta = _ensure(inception_path)
     if not meta.get("head_available"):
@@ -385,6 +363,5 @@ def fidelity_metrics(input1, input2=None, *, isc: bool = False, fid: bool = Fals
 __all__ = [
     "CACHE_NAME", "ConvertedWeights", "convert_weights", "expected_state_shapes", "fidelity_extractor",
     "fidelity_metrics", "fidelity_weights_meta", "fidelity_weights_path", "key_mapping", "load_converted",
-    "precision_recall",
 ]
 

@@ -3,7 +3,9 @@
 fig2.png: sampled resolution vs FID/KID (the paper's Fig. 2), with the paper's
 own numbers as hollow markers where a suite names them. samples.png: every
 model at every sampled resolution, same seeds (Figs. 1 and 3). fig5.png: at the
-largest sampled resolution, bilinear upsampling vs DFU vs real images (Fig. 5).
+largest sampled resolution, a baseline (the paper: bilinear upsampling) vs the
+spectral models (DFU, and a fine-tuned DFU) vs real images (Fig. 5). Models are
+told apart by their role (metrics.csv), never by their adapter's name.
 Image panels are composed in pixels and enlarged by an integer factor with
 nearest-neighbour, so images keep their relative sizes and no resampling blurs
 the artefacts the figures are meant to show.
@@ -18,14 +20,18 @@ import pandas as pd
 
 from bench.config import SuiteConfig
 from bench.io import atomic_path
+from bench.metrics import COLUMNS
 from bench.paper import describe_n
-from bench.report import BIASED_FID_N, METRICS, aggregate, metric_columns, reference_in_range, train_band
+from bench.results import BIASED_FID_N, aggregate, metric_columns, reference_in_range, train_band, trained
+from bench.rundir import RunDir
 
 PANEL_WIDTH_PX = 1400  # target width of image panels; images are enlarged by whole factors towards it
 FONT_PX = 13  # label height at dpi 100 (10 pt)
 
 
 def _pyplot():
+    # inside: matplotlib.pyplot takes 0.35 s to import (python -X importtime) and its backend must be
+    # chosen first; only drawing a figure needs it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,13 +51,13 @@ def plot_metrics(df: pd.DataFrame, out: Path, title: str, reference: Optional[pd
     they are mapped to. Returns how many reference points were drawn.
     """
     plt = _pyplot()
-    import seaborn as sns
+    import seaborn as sns  # inside: 0.9-1.2 s to import (python -X importtime), for this figure only
 
     agg = aggregate(df)
     panels = [c for c in ("fid", "kid") if c in metric_columns(df)]
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), dpi=150, squeeze=False)
-    band = train_band(agg[agg["adapter"] != "bilinear"])
+    band = train_band(trained(agg))
     n = int(df["n"].min())
     models = list(dict.fromkeys(agg["model"]))
     colour = dict(zip(models, sns.color_palette("tab10", max(10, len(models)))))
@@ -85,7 +91,7 @@ def plot_metrics(df: pd.DataFrame, out: Path, title: str, reference: Optional[pd
         ax.set_yscale("log")
         ax.set_xlabel("sampled resolution (px)")
         biased = " (biased at this N)" if col == "fid" and n < BIASED_FID_N else ""
-        ax.set_ylabel(f"{METRICS[col][0]} ({df['fid_mode'].iloc[0]} mode, N={n}){biased}")
+        ax.set_ylabel(f"{COLUMNS[col].label} ({df['fid_mode'].iloc[0]} mode, N={n}){biased}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     # matplotlib lists plain lines before error-bar containers: put band, models, then paper points
     order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("paper/"), not labels[i].startswith("training")))
@@ -159,13 +165,6 @@ def _save_panel(canvas: np.ndarray, col_x: list[int], row_y: list[int], col_labe
     return scale
 
 
-def sample_path(run_dir: Path, model: str, res: int, seed_set: int) -> Path:
-    """samples/<model>/rNNN_sS.npz; runs made before seed sets wrote rNNN.npz (one set)."""
-    path = run_dir / "samples" / model / f"r{res:03d}_s{seed_set}.npz"
-    legacy = path.with_name(f"r{res:03d}.npz")
-    return legacy if not path.is_file() and legacy.is_file() else path
-
-
 def _load(path: Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     """The first k images of an npz file (and their seeds), or nothing if it is missing."""
     if not path.is_file():
@@ -176,13 +175,13 @@ def _load(path: Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     return list(imgs), [int(s) for s in seeds]
 
 
-def _train_label(train, adapter) -> str:
+def _train_label(train, role) -> str:
     if pd.isna(train) or str(train) == "":
         return ""
-    return f"upsampled from {train} px" if adapter == "bilinear" else f"train {train} px"
+    return f"upsampled from {train} px" if role == "baseline" else f"train {train} px"
 
 
-def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int = 4) -> Path:
+def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, max_per_cell: int = 4) -> Path:
     """Figs. 1/3: one row per model, one column per sampled resolution, same seeds in every row.
 
     Images are at native relative size. Each column is about as wide as one
@@ -198,15 +197,15 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int =
     for m in models:
         row = []
         for r in grid:
-            imgs, s = _load(sample_path(run_dir, m, r, seed_set), per_cell[r])
+            imgs, s = _load(run.samples_to_read(m, r, seed_set), per_cell[r])
             row.append(imgs)
             seeds.update(s)
         cells.append(row)
     canvas, cx, ry = _compose(cells, gap=max(4, grid[-1] // 8))
-    band = train_band(df[df["adapter"] != "bilinear"]) if "adapter" in df.columns else None
+    band = train_band(trained(df))
     cols = [f"{r} px" + (f"\n{r / band[1]:.3g}x train max" if band else "") for r in grid]
     first = df.drop_duplicates("model").set_index("model")
-    rows = [f"{m}\n{_train_label(first.at[m, 'train_resolutions'], first.at[m, 'adapter'])}".strip()
+    rows = [f"{m}\n{_train_label(first.at[m, 'train_resolutions'], first.at[m, 'role'])}".strip()
             for m in models]
     seed_txt = f"seeds {min(seeds)}-{max(seeds)}" if seeds else "no samples found"
     _save_panel(canvas, cx, ry, cols, rows, "Samples at every sampled resolution (same seeds per column)",
@@ -215,39 +214,43 @@ def sample_panel(run_dir: Path, df: pd.DataFrame, out: Path, max_per_cell: int =
     return out
 
 
-def fig5_models(cfg: SuiteConfig) -> tuple[Optional[str], list[str], Optional[str]]:
-    """(bilinear model, DFU models to show, why the figure is skipped or None).
+def fig5_models(df: pd.DataFrame, cfg: SuiteConfig) -> tuple[Optional[str], list[str], Optional[str]]:
+    """(baseline model, spectral models to show, why the figure is skipped or None), from the rows' roles.
 
-    DFU: the first `dfu` model that is not a fine-tune, plus the first fine-tuned one.
+    Spectral: the first one that is not a fine-tune, plus the first fine-tuned one.
     """
-    bilinear = next((m.name for m in cfg.models if m.adapter == "bilinear"), None)
-    dfus = [m for m in cfg.models if m.adapter == "dfu"]
-    shown = [m.name for m in dfus if m.finetune is None][:1] + [m.name for m in dfus if m.finetune is not None][:1]
-    missing = [what for what, ok in (("bilinear model (adapter bilinear)", bilinear),
-                                     ("DFU model (adapter dfu)", dfus)) if not ok]
+    roles = dict(zip(df["model"], df["role"]))  # suite order: the rows' order
+    finetuned = {m.name for m in cfg.models if m.finetune is not None}
+    baseline = next((m for m, r in roles.items() if r == "baseline"), None)
+    spectral = [m for m, r in roles.items() if r == "spectral"]
+    shown = [m for m in spectral if m not in finetuned][:1] + [m for m in spectral if m in finetuned][:1]
+    missing = [what for what, ok in (("baseline model (role baseline)", baseline),
+                                     ("spectral model (role spectral)", spectral)) if not ok]
     why = f"the suite has no {' and no '.join(missing)}" if missing else None
-    return bilinear, shown, why
+    return baseline, shown, why
 
 
-def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path,
+def fig5_panel(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, out: Path,
                per_row: int = 4) -> tuple[bool, list[str]]:
-    """Fig. 5: at the largest sampled resolution, bilinear vs DFU (vs fine-tuned DFU) vs real.
+    """Fig. 5: at the largest sampled resolution, a baseline vs spectral models (vs a fine-tuned one) vs real.
 
     Generated rows use the same seeds column by column; real images are the run's
-    references/rNNN.npz. A row whose files are missing is left out and named in
-    the notes; with no generated row left nothing is drawn. Returns (drawn, notes
-    for index.md).
+    kept references. A row whose files are missing is left out and named in the
+    notes; with no generated row left nothing is drawn. Returns (drawn, notes for
+    index.md).
     """
-    bilinear, dfus, why = fig5_models(cfg)
+    baseline, spectral, why = fig5_models(df, cfg)
     assert why is None, why
     res = int(df["sample_resolution"].max())
     seed_set = int(df["seed_set"].min()) if "seed_set" in df.columns else 0
-    by_name = {m.name: m for m in cfg.models}
-    b = by_name[bilinear]
+    b = next(m for m in cfg.models if m.name == baseline)
+    adapter = df.loc[df["model"] == baseline, "adapter"].iloc[0]
+    made = f"{adapter} from {b.source} at {b.base_resolution} px" if b.source else f"{adapter} at {res} px"
     rows, cells, notes, seeds = [], [], [], None
-    for name, label in [(bilinear, f"{bilinear}\nbilinear from {b.source} at {b.base_resolution} px"),
-                        *[(d, f"{d}\n{'fine-tuned ' if k else ''}DFU sampled at {res} px") for k, d in enumerate(dfus)]]:
-        imgs, s = _load(sample_path(run_dir, name, res, seed_set), per_row)
+    for name, label in [(baseline, f"{baseline}\n{made}"),
+                        *[(m, f"{m}\n{'fine-tuned, ' if k else ''}sampled at {res} px")
+                          for k, m in enumerate(spectral)]]:
+        imgs, s = _load(run.samples_to_read(name, res, seed_set), per_row)
         if not imgs:
             notes.append(f"no samples of {name} at {res} px in the run directory, so no {name} row")
             continue
@@ -256,18 +259,18 @@ def fig5_panel(run_dir: Path, cfg: SuiteConfig, df: pd.DataFrame, out: Path,
         rows.append(label)
     if not cells:
         return False, notes
-    real, _ = _load(run_dir / "references" / f"r{res:03d}.npz", per_row)
+    real, _ = _load(run.reference(res), per_row)
     if real:
         cells.append(real + [np.full((res, res, 3), 255, np.uint8)] * (per_row - len(real)))
         rows.append(f"real\ndataset at {res} px")
     else:
-        notes.append(f"no real images (references/r{res:03d}.npz) in the run directory, so no real row; "
+        notes.append(f"no real images ({run.relative(run.reference(res))}) in the run directory, so no real row; "
                      "runs made before the harness kept references lack them")
     canvas, cx, ry = _compose([[[im] for im in row] for row in cells], gap=max(4, res // 16))
     cols = [f"seed {s}" for s in (seeds or range(per_row))]
-    band = train_band(df[df["adapter"] != "bilinear"])
+    band = train_band(trained(df))
     ratio = f" = {res / band[1]:.3g}x the largest training resolution" if band else ""
-    _save_panel(canvas, cx, ry, cols, rows, f"At {res} px{ratio}: bilinear upsampling vs DFU vs real",
+    _save_panel(canvas, cx, ry, cols, rows, f"At {res} px{ratio}: baseline vs spectral models vs real",
                 "generated rows share seeds column by column; real images are reference images 0-"
                 f"{per_row - 1} (not paired with the seeds)", out)
     return True, notes

@@ -107,6 +107,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from bench.errors import BenchError
+from bench.images import check_index, check_resolution
 
 # The fixed field -> uint8 map (see the module docstring).
 UINT8_OFFSET = 127.5
@@ -342,10 +343,8 @@ class GRF:
 
     def fields(self, indices: Sequence[int], resolution: int) -> np.ndarray:
         """Field values (NxHxWx3 float64) before the uint8 map: what the metric is defined on."""
-        from bench.datasets import _check_index, check_resolution  # late: bench.datasets registers this class
-
         resolution = check_resolution(resolution)
-        indices = [_check_index(i, self.size, self.name) for i in indices]
+        indices = [check_index(i, self.size, self.name) for i in indices]
         out = np.empty((len(indices), resolution, resolution, _CHANNELS), dtype=np.float64)
         step = max(1, _SYNTH_CHUNK_PIXELS // (resolution * resolution))
         for start in range(0, len(indices), step):

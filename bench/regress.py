@@ -20,9 +20,17 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from rich.table import Table
+
+from bench import perf
+from bench.config import load_suite
 from bench.errors import BenchError
+from bench.dist import pick_device
 from bench.io import write_json
 from bench.progress import console
+from bench.results import load_rows
+from bench.run import run_suite
+from bench.rundir import environment
 
 FID_REL = 0.10
 KID_ABS = 0.005
@@ -75,8 +83,6 @@ def compare(baseline: dict, quality: dict, throughput: dict, tolerances: Optiona
 
 
 def print_comparison(rows: list[dict]) -> None:
-    from rich.table import Table
-
     table = Table(title="bench regress: baseline vs now")
     for c in ("what", "baseline", "now", "change", "limit", "status"):
         table.add_column(c, justify="left" if c in ("what", "status") else "right")
@@ -106,23 +112,14 @@ def load_baseline(path: Path) -> dict:
 
 def regress(baseline: Path, suite: Path, results: Path, update: bool = False, skip_quality: bool = False,
             skip_throughput: bool = False, repeats: int = 7) -> int:
-    from bench import perf
-    from bench.config import load_suite
-    from bench.run import environment, run_suite
-
     base = None if update else load_baseline(baseline)
     cfg = load_suite(suite)
     quality = {}
     if not skip_quality:
         run_id = "regress-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = run_suite(cfg, results=results, run_id=run_id)
-        import pandas as pd
-
-        quality = quality_from_rows(pd.read_csv(run_dir / "metrics.csv").to_dict("records"))
+        quality = quality_from_rows(load_rows(run_suite(cfg, results=results, run_id=run_id)))
     throughput = {"kernels": {}} if skip_throughput else perf.measure(repeats=repeats)
     if update:
-        from bench.io import pick_device
-
         write_json(baseline, {"suite": str(suite), "tolerances": TOLERANCES,
                               "environment": environment(pick_device(cfg.device)),
                               "quality": quality, "throughput": throughput})

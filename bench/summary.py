@@ -1,10 +1,12 @@
 """The report's findings, as sentences generated from the aggregated numbers.
 
 `summarize` is a pure function of the aggregate frame (one row per model and
-sampled resolution, as `bench.report.aggregate` makes it) and, optionally, the
+sampled resolution, as `bench.results.aggregate` makes it) and, optionally, the
 paper's numbers; index.md prints what it returns, so no finding in a report is
 written by hand. Two values tie when they print the same at the metric's
-precision; a missing value is named, never skipped silently.
+precision; a missing value is named, never skipped silently. Models are told
+apart by role (models.adapters.ROLES): baselines are compared with the trained
+models, spectral models with spatial ones trained at the same resolutions.
 """
 from __future__ import annotations
 
@@ -12,17 +14,16 @@ from typing import Optional
 
 import pandas as pd
 
+from bench.metrics import COLUMNS, fid_impl
 from bench.paper import describe_n
-from bench.report import METRICS, fid_impl
+from bench.results import parse_resolutions, with_roles
 
 COLLAPSE_FACTOR = 3.0
 
 
 def max_train(train_resolutions) -> Optional[int]:
     """'16/24/32' -> 32; empty or missing -> None."""
-    if not isinstance(train_resolutions, str):
-        return None if pd.isna(train_resolutions) else int(train_resolutions)
-    res = [int(r) for r in train_resolutions.replace("-", "/").split("/") if r.strip()]
+    res = parse_resolutions(train_resolutions)
     return max(res) if res else None
 
 
@@ -36,17 +37,18 @@ def px(res: list[int]) -> str:
 
 
 def pairs(agg: pd.DataFrame) -> list[tuple[str, str]]:
-    """(DFU-like, multi-res-UNet-like) model pairs trained at the same resolutions.
+    """(spectral, multi-res spatial) model pairs trained at the same resolutions: DFU vs multi-res UNet.
 
-    DFU-like: adapter `dfu`; multi-res-UNet-like: adapter `unet` with more than
-    one training resolution. Pairing on equal training resolutions keeps the
+    Spectral: role `spectral`; multi-res spatial: role `spatial` with more than one
+    training resolution. Pairing on equal training resolutions keeps the
     comparison to the one thing the paper varies, the architecture.
     """
-    models = agg.drop_duplicates("model")
-    dfus = models[models["adapter"] == "dfu"]
-    unets = models[(models["adapter"] == "unet") & models["train_resolutions"].astype(str).str.contains("/")]
-    return [(d, u) for d, dt in zip(dfus["model"], dfus["train_resolutions"])
-            for u, ut in zip(unets["model"], unets["train_resolutions"]) if str(dt) == str(ut)]
+    models = with_roles(agg).drop_duplicates("model")
+    spectral = models[models["role"] == "spectral"]
+    spatial = models[(models["role"] == "spatial") & models["train_resolutions"].map(
+        lambda t: len(parse_resolutions(t)) > 1)]
+    return [(d, u) for d, dt in zip(spectral["model"], spectral["train_resolutions"])
+            for u, ut in zip(spatial["model"], spatial["train_resolutions"]) if str(dt) == str(ut)]
 
 
 class _Values:
@@ -54,7 +56,8 @@ class _Values:
 
     def __init__(self, agg: pd.DataFrame, metric: str):
         self.metric = metric
-        self.label, self.lower, self.fmt_s = METRICS[metric]
+        c = COLUMNS[metric]
+        self.label, self.lower, self.fmt_s = c.label, c.lower_is_better, c.fmt
         self.v = {(m, int(r)): float(x) for m, r, x in zip(agg["model"], agg["sample_resolution"], agg[metric])
                   if pd.notna(x)}
 
@@ -85,7 +88,7 @@ def _best_sentence(V: _Values, models: list[str], grid: list[int], n: str) -> st
     return f"Best trained model by {V.label} ({direction} is better{n}) at each sampled resolution: {'; '.join(parts)}."
 
 
-def _baseline_sentence(V: _Values, base: str, models: list[str], grid: list[int]) -> str:
+def _baseline_sentence(V: _Values, base: str, adapter: str, models: list[str], grid: list[int]) -> str:
     better, worse, missing = [], [], []
     for r in grid:
         b = V.get(base, r)
@@ -95,11 +98,12 @@ def _baseline_sentence(V: _Values, base: str, models: list[str], grid: list[int]
             continue
         top = min(vals) if V.lower else max(vals)
         (better if V.cmp(b, top) == 1 else worse).append(r)
+    what = f"{adapter[:1].upper()}{adapter[1:]} baseline {base}"  # 'Bilinear baseline bilinear-up'
     if better:
-        s = f"Bilinear baseline {base} beats the best trained model at {px(better)}"
+        s = f"{what} beats the best trained model at {px(better)}"
         s += f"; it does not at {px(worse)}" if worse else ""
     else:
-        s = f"Bilinear baseline {base} does not beat the best trained model at any sampled resolution"
+        s = f"{what} does not beat the best trained model at any sampled resolution"
     if missing:
         s += f"; not compared at {px(missing)} (missing values)"
     return s + "."
@@ -234,22 +238,24 @@ def summarize(agg: pd.DataFrame, metric: str, reference: Optional[pd.DataFrame] 
               finetunes: Optional[dict[str, str]] = None, paper_agg: Optional[pd.DataFrame] = None) -> list[str]:
     """Findings on `metric` (the lead metric) and, with `reference`, against the paper's FID.
 
-    agg: columns model, adapter, train_resolutions, sample_resolution, the metric
-    (means), optionally n and fid_mode. Trained models are those whose adapter is
-    not `bilinear`; bilinear upsamplers are baselines, compared separately.
+    agg: columns model, adapter, role (derived from the adapter for old files),
+    train_resolutions, sample_resolution, the metric (means), optionally n and
+    fid_mode. Trained models are those whose role is not `baseline`; baselines are
+    compared with them separately.
     reference: rows of bench.paper.reference_frame; mapping: suite model -> its model label.
     paper_agg: the aggregate whose FID is set beside the reference (the run's mode of the
     paper's protocol; default agg itself).
     finetunes: fine-tuned model -> its base, compared with each other (what fine-tuning changed).
     """
+    agg = with_roles(agg)
     V = _Values(agg, metric)
     grid = sorted(int(r) for r in agg["sample_resolution"].unique())
     order = list(dict.fromkeys(agg["model"]))
-    adapters = dict(zip(agg["model"], agg["adapter"]))
-    trained = [m for m in order if adapters[m] != "bilinear"] or order
+    roles, adapters = dict(zip(agg["model"], agg["role"])), dict(zip(agg["model"], agg["adapter"]))
+    trained = [m for m in order if roles[m] != "baseline"] or order
     n = f"; N = {int(agg['n'].min()):,} per point" if "n" in agg.columns and agg["n"].notna().any() else ""
     out = [_best_sentence(V, trained, grid, n)]
-    out += [_baseline_sentence(V, b, trained, grid) for b in order if b not in trained]
+    out += [_baseline_sentence(V, b, adapters[b], trained, grid) for b in order if b not in trained]
     train = dict(zip(agg["model"], agg["train_resolutions"]))
     out += [_pair_sentence(V, d, u, str(train[d]), grid) for d, u in pairs(agg)]
     out += [_pair_sentence(V, f, b, str(train[b]), grid, head=f"{f} (fine-tuned from {b}) vs {b}")

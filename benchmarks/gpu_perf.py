@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import ToyFaces, to_float_tensor  # noqa: E402
-from bench.modelcard import model_card  # noqa: E402
+from models.card import model_card  # noqa: E402
 from models.adapters import ADAPTERS  # noqa: E402
 from models.training import TrainSettings  # noqa: E402
 

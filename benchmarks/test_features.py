@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bench.inception import resolve
-from bench.metrics import FeatureExtractor, ImageSet
+from bench.features import FeatureExtractor
+from bench.images import ImageFiles
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 RESULTS: dict[str, np.ndarray] = {}
@@ -20,7 +21,7 @@ RESULTS: dict[str, np.ndarray] = {}
 @pytest.mark.benchmark(group="inception-features")
 def test_features_ours(benchmark, face_pngs):
     ex = FeatureExtractor(DEVICE, batch_size=32)
-    images = ImageSet(face_pngs)
+    images = ImageFiles(face_pngs)
     RESULTS["ours"] = benchmark.pedantic(lambda: ex.features(iter(images), total=len(images)),
                                          rounds=3, warmup_rounds=1)
 

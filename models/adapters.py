@@ -1,11 +1,26 @@
-"""Model adapters: one interface for everything a suite can benchmark.
+"""Model adapters: the one interface through which the harness sees a model.
 
+Every adapter:
+    Cls.build(setup) -> adapter                   # from plain values a suite gives (Setup)
+    adapter.role                                  # what it is, for reports: see ROLES
     adapter.resolution_problem(r) -> str | None   # can it generate at r?
     adapter.sample(n, resolution, seed)           # NHWC uint8, sample j seeded by seed + j
-    trainer = adapter.trainer(settings)           # trainable adapters only
-    adapter.state() / Adapter.from_state(...)     # tensors + JSON metadata for a checkpoint
+    adapter.describe() -> dict                    # JSON-safe
+    adapter.model_card(resolutions, ...)          # dict or None: parameters, FLOPs, memory
+Trainable adapters (`trainable = True`, EDMAdapter):
+    trainer = adapter.trainer(settings); adapter.adopt(trainer)
+    adapter.train_resolutions                     # what it was trained at
+    adapter.state() / adapter.load_state(...)     # tensors + JSON metadata for a checkpoint
+    adapter.start_from(base)                      # a fine-tune's start: the base's EMA weights
+    adapter.same_network(other)                   # can it start from `other`?
+    adapter.frozen_parameters(strategy, freeze)   # what a fine-tune keeps fixed
+    adapter.augment_dim                           # augmentation labels the network takes
+Adapters that resize another model's (or the data's) images (`uses_source = True`):
+    adapter.with_source(images) -> adapter        # images(n, base_resolution, seed): the source
 
-Registered by name in ADAPTERS:
+Registered by name in ADAPTERS (`register`); the harness knows adapters only
+through this registry and the interface above, so a new adapter is a class here
+(or anywhere that calls `register`), and nothing in bench/ changes:
   unet      EDM DDPM++-style UNet (spatial convs). Trained on one resolution it is
             the single-res UNet, on several the multi-res UNet.
   dfu       the same UNet with DualConv (3x3 conv + spectral conv, summed).
@@ -17,20 +32,32 @@ latent of sample j is drawn on the CPU from a generator seeded with seed + j.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from models.augment import LABEL_DIM
+from models.card import model_card, train_step_peak_memory
 from models.edm import EDMPrecond, edm_loss, heun_sample
-from models.networks import ArchConfig, DualUNet, get_arch, resolution_problem
-from models.training import Trainer, TrainSettings
+from models.images import resize_bilinear, to_uint8
+from models.networks import ArchConfig, DualUNet, count_parameters, get_arch, resolution_problem
+from models.training import Trainer, TrainSettings, frozen_parameters
+
+# What an adapter is, as reports compare models: baselines are drawn against, trained
+# networks with and without spectral convolutions are compared with each other.
+ROLES = {
+    "baseline": "not a trained network: another model's or the data's images, resized (bilinear)",
+    "spatial": "a trained network without spectral convolutions (UNet)",
+    "spectral": "a trained network with spectral convolutions (DFU, FNO-UNet)",
+}
 
 ADAPTERS: dict[str, type] = {}
 
 
 def register(name: str):
+    """Class decorator: make an adapter class available to suites as `adapter: name`."""
     def deco(cls):
         cls.kind = name
         ADAPTERS[name] = cls
@@ -38,22 +65,18 @@ def register(name: str):
     return deco
 
 
-def to_uint8(images_float_nchw: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Nx3xHxW floats in [-1, 1] -> NxHxWx3 uint8, rounding exactly as EDM's generate.py."""
-    x = torch.as_tensor(images_float_nchw)
-    if x.ndim != 4:
-        raise ValueError(f"expected an Nx3xHxW tensor, got shape {tuple(x.shape)}")
-    return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+@dataclass(frozen=True)
+class Setup:
+    """What the harness passes `Adapter.build`: plain values from a suite's model entry and runtime."""
 
-
-@torch.no_grad()
-def resize_bilinear(images: np.ndarray, resolution: int) -> np.ndarray:
-    """NxHxWx3 uint8 -> NxRxRx3 uint8, bilinear (Fig. 5's baseline and mixed fine-tuning's data)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    # antialias only matters when shrinking; upsampling is plain bilinear
-    y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                      antialias=resolution < images.shape[1])
-    return y.round().clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arch: Optional[str] = None
+    arch_overrides: Mapping = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+    sample_steps: int = 18
+    precision: str = "fp32"
+    compile_backend: Optional[str] = None
+    source: Optional[str] = None  # uses_source adapters: a model name or "data"
+    base_resolution: Optional[int] = None  # uses_source adapters: the resolution of the source's images
 
 
 def latents(n: int, resolution: int, seed: int, channels: int = 3) -> torch.Tensor:
@@ -67,7 +90,13 @@ def latents(n: int, resolution: int, seed: int, channels: int = 3) -> torch.Tens
 
 class Adapter:
     kind = "base"
+    role: Optional[str] = None  # a key of ROLES; every adapter says which (the plan refuses one that does not)
     trainable = False
+    uses_source = False
+
+    @classmethod
+    def build(cls, setup: Setup) -> "Adapter":
+        return cls()
 
     def resolution_problem(self, resolution: int) -> Optional[str]:
         return None
@@ -78,12 +107,23 @@ class Adapter:
     def describe(self) -> dict:
         return {"adapter": self.kind}
 
+    def model_card(self, resolutions: Sequence[int], memory_resolution: Optional[int] = None, batch: int = 8,
+                   device: Optional[torch.device] = None) -> Optional[dict]:
+        """Parameters, FLOPs per resolution and training-step memory; None: nothing to say."""
+        return None
+
 
 class EDMAdapter(Adapter):
-    """A DualUNet behind EDM preconditioning; `mode` picks spatial (UNet) or dual (DFU)."""
+    """A DualUNet behind EDM preconditioning; `mode` picks spatial (UNet), spectral (FNO-UNet) or dual (DFU)."""
 
     trainable = True
     mode = "spatial"
+
+    @classmethod
+    def build(cls, setup: Setup) -> "EDMAdapter":
+        return cls(setup.arch or "cpu-tiny", setup.arch_overrides, device=setup.device,
+                   sample_steps=setup.sample_steps, precision=setup.precision,
+                   compile_backend=setup.compile_backend)
 
     def __init__(self, arch: str | ArchConfig = "cpu-tiny", arch_overrides: Optional[dict] = None,
                  device: torch.device | str = "cpu", sample_steps: int = 18, precision: str = "fp32",
@@ -102,8 +142,56 @@ class EDMAdapter(Adapter):
         self.compile_backend = compile_backend
         self._compiled: Optional[torch.nn.Module] = None
 
+    @property
+    def role(self) -> str:
+        """spectral when the network has spectral convolutions (mode spectral or dual), else spatial."""
+        return "spatial" if self.arch.mode == "spatial" else "spectral"
+
+    @property
+    def augment_dim(self) -> int:
+        """How many augmentation labels the network is conditioned on (0: none; EDM's pipe gives LABEL_DIM)."""
+        return self.arch.augment_dim
+
     def resolution_problem(self, resolution: int) -> Optional[str]:
         return resolution_problem(self.arch, resolution)
+
+    def same_network(self, other: "Adapter") -> bool:
+        """Same adapter and architecture, so `start_from(other)` fits; dropout is a training setting,
+        not part of the weights, and may differ."""
+        same = lambda a: a.replace(dropout=0.0)  # noqa: E731
+        return type(other) is type(self) and same(other.arch) == same(self.arch)
+
+    def start_from(self, base: "EDMAdapter") -> None:
+        """A fine-tune's transfer start: the base's trained (EMA) weights, as the authors' resume does."""
+        self.net.load_state_dict(base.net.state_dict(), strict=True)
+        self._compiled = None
+
+    def frozen_parameters(self, strategy: str = "mixed", freeze: Optional[dict] = None) -> tuple[str, ...]:
+        """Names of the parameters a fine-tune keeps fixed (models.training.frozen_parameters);
+        ValueError when the settings do not fit this network."""
+        return frozen_parameters(self.net, strategy, freeze)
+
+    def parameter_names(self) -> list[str]:
+        return [n for n, _ in self.net.named_parameters()]
+
+    def denoiser(self) -> torch.nn.Module:
+        """The preconditioned denoiser D(x; sigma) it samples with (compiled when the runtime says so)."""
+        if self.compile_backend is None:
+            return self.net
+        if self._compiled is None:
+            self._compiled = torch.compile(self.net, backend=self.compile_backend, dynamic=False)
+        return self._compiled
+
+    def model_card(self, resolutions: Sequence[int], memory_resolution: Optional[int] = None, batch: int = 8,
+                   device: Optional[torch.device] = None) -> dict:
+        """models.card.model_card of this network (arch named as given); with memory_resolution,
+        the peak memory of one training step of `batch` images there, measured on `device`."""
+        memory = None
+        if memory_resolution is not None:
+            memory = train_step_peak_memory(self.arch, memory_resolution, batch, device or self.device)
+        card = model_card(self.arch, resolutions, memory)
+        card["arch"] = self.arch_name
+        return card
 
     def trainer(self, settings: TrainSettings) -> Trainer:
         self.train_resolutions = tuple(settings.resolutions)
@@ -114,13 +202,6 @@ class EDMAdapter(Adapter):
         self.net = trainer.ema
         self.step = trainer.step
         self._compiled = None
-
-    def _denoiser(self) -> torch.nn.Module:
-        if self.compile_backend is None:
-            return self.net
-        if self._compiled is None:
-            self._compiled = torch.compile(self.net, backend=self.compile_backend, dynamic=False)
-        return self._compiled
 
     @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int, batch_size: int = 32) -> np.ndarray:
@@ -133,13 +214,11 @@ class EDMAdapter(Adapter):
             k = min(batch_size, n - lo)
             z = latents(k, resolution, seed + lo, self.arch.img_channels).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                x = heun_sample(self._denoiser(), z, num_steps=self.sample_steps)
+                x = heun_sample(self.denoiser(), z, num_steps=self.sample_steps)
             out.append(to_uint8(x))
         return np.concatenate(out)
 
     def describe(self) -> dict:
-        from models.networks import count_parameters
-
         return {"adapter": self.kind, "arch": self.arch_name, "arch_config": self.arch.to_dict(),
                 "params": count_parameters(self.net), "train_resolutions": list(self.train_resolutions),
                 "step": self.step}
@@ -183,13 +262,26 @@ class DFUAdapter(EDMAdapter):
 class BilinearAdapter(Adapter):
     """Images from `source(n, base_resolution, seed)` resized bilinearly to any resolution."""
 
-    def __init__(self, source: Callable[[int, int, int], np.ndarray], base_resolution: int,
+    role = "baseline"
+    uses_source = True
+
+    def __init__(self, source: Optional[Callable[[int, int, int], np.ndarray]], base_resolution: int,
                  source_name: str = "data"):
         self.source = source
         self.base_resolution = base_resolution
         self.source_name = source_name
 
+    @classmethod
+    def build(cls, setup: Setup) -> "BilinearAdapter":
+        return cls(None, setup.base_resolution, setup.source)
+
+    def with_source(self, source: Callable[[int, int, int], np.ndarray]) -> "BilinearAdapter":
+        """This adapter reading `source(n, base_resolution, seed)`: the images of its source model or data."""
+        return type(self)(source, self.base_resolution, self.source_name)
+
     def sample(self, n: int, resolution: int, seed: int, batch_size: int = 32) -> np.ndarray:
+        if self.source is None:
+            raise ValueError("a bilinear adapter samples from its source; bind one with with_source()")
         return resize_bilinear(self.source(n, self.base_resolution, seed), resolution)
 
     def describe(self) -> dict:

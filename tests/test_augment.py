@@ -8,7 +8,7 @@ import torch
 
 from bench.config import parse_suite
 from bench.errors import BenchError
-from bench.run import plan_suite, train_settings
+from bench.plan import plan_suite
 from models.augment import LABEL_DIM, AugmentPipe
 
 PIPE = AugmentPipe(p=1.0)
@@ -83,9 +83,9 @@ def suite(**train):
 
 def test_augment_trains_with_the_label_embedding(one_thread):
     plan = plan_suite(parse_suite(suite(micro_batch={16: 2})))
-    adapter = plan.adapters["dfu"]
-    assert adapter.arch.augment_dim == 9  # set for the suite, as the authors' networks have it
-    s = train_settings(plan, plan.cfg.models[0], 16)
+    adapter = plan.model("dfu").adapter
+    assert adapter.augment_dim == 9  # set for the suite, as the authors' networks have it
+    s = plan.model("dfu").train
     assert s.augment == 0.5
     from bench.datasets import ToyFaces, to_float_tensor
 
@@ -93,9 +93,9 @@ def test_augment_trains_with_the_label_embedding(one_thread):
     batch_fn = lambda idx, r: to_float_tensor(faces.images([int(i) for i in idx], r))
     split = [adapter.trainer(s).train_step(batch_fn) for _ in range(1)]
     torch.manual_seed(0)
-    whole = plan_suite(parse_suite(suite())).adapters["dfu"]
-    unsplit = whole.trainer(train_settings(plan, plan.cfg.models[0], 16).__class__(
-        **{**s.to_dict(), "micro_batch": None, "resolutions": (16,)})).train_step(batch_fn)
+    whole = plan_suite(parse_suite(suite())).model("dfu").adapter
+    unsplit = whole.trainer(s.__class__(**{**s.to_dict(), "micro_batch": None, "resolutions": (16,)})
+                            ).train_step(batch_fn)
     assert math.isfinite(split[0]) and split[0] == pytest.approx(unsplit, rel=1e-5)
 
 

@@ -58,6 +58,14 @@ def test_unknown_model_name(run_cli, tmp_path):
     assert len(lines) == 1 and "'gan'" in lines[0] and "unet" in lines[0]
 
 
+def test_untrained_adapter_with_a_train_section(run_cli, tmp_path):
+    # it used to pass planning and crash in the training stage (KeyError, exit 1)
+    def edit(d):
+        d["models"][2]["train"] = dict(d["models"][0]["train"])
+    lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, edit))
+    assert len(lines) == 1 and "models.2 (bilinear-data-24).train" in lines[0] and "not trained" in lines[0]
+
+
 def test_impossible_resolution(run_cli, tmp_path):
     # cpu-tiny's DFU keeps 8 Fourier rows each side at level 0: 10 px is too coarse
     lines = run_bad(run_cli, tmp_path, suite_with(tmp_path, lambda d: d["sample"].update(resolutions=[16, 10])))

@@ -18,9 +18,9 @@ from bench.datasets import (
     ToyFaces,
     build_dataset,
     to_float_tensor,
-    to_uint8,
 )
 from bench.errors import BenchError
+from models.images import to_uint8
 
 
 def box_downsample(batch: np.ndarray, factor: int) -> np.ndarray:

@@ -23,9 +23,9 @@ from bench.fidelity import (
     fidelity_weights_path,
     key_mapping,
     load_converted,
-    precision_recall,
 )
 from bench.inception import resolve
+from bench.metrics import precision_recall
 
 
 class DownloadAttempted(AssertionError):

@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from bench.config import TrainConfig, parse_suite
 from bench.errors import BenchError
-from bench.run import plan_suite, train_settings
-from models.adapters import resize_bilinear
+from bench.plan import plan_suite
+from models.images import resize_bilinear
 from models.edm import EDMPrecond
 from models.networks import DualUNet, get_arch
 from models.training import frozen_parameters, parameter_level
@@ -46,11 +46,13 @@ def test_kimg_schedule_converts_to_steps():
 def test_mixed_weights_and_upsampled_resolution():
     cfg = parse_suite(suite(ft(target_weight=0.3)))
     plan = plan_suite(cfg)
-    s = train_settings(plan, cfg.models[1], 64)
-    assert s.resolutions == (16, 24, 40)
+    s = plan.model("dfu+ft").train
+    assert s.resolutions == (16, 24, 40) and s.dataset_size == 64
     assert s.weights == pytest.approx((0.35, 0.35, 0.3))
     assert s.upsampled == ((40, 24),) and s.frozen == () and s.schedule == "weighted"
-    assert s.seed != train_settings(plan, cfg.models[0], 64).seed  # other draws than the base's
+    assert s.seed != plan.model("dfu").train.seed  # other draws than the base's
+    assert plan.model("dfu+ft").train_resolutions == (16, 24)  # real data: the base's
+    assert plan.model("dfu+ft").finetune_base == "dfu" and plan.model("dfu+ft").largest_trained_resolution == 40
 
 
 def test_a_finetune_is_a_transfer_start():
@@ -61,19 +63,19 @@ def test_a_finetune_is_a_transfer_start():
     spec["models"][1]["train"].update(lr_warmup_kimg=10000)
     cfg = parse_suite(spec)
     plan = plan_suite(cfg)
-    base, tuned = (train_settings(plan, m, 64) for m in cfg.models)
+    base, tuned = (m.train for m in plan.models)
     assert (base.ema_rampup, base.augment, base.schedule) == (0.05, 0.12, "round-robin")
     assert (tuned.ema_rampup, tuned.augment, tuned.lr_warmup_nimg) == (None, 0.12, 10_000_000)
     spec["models"][1]["train"].update(ema_rampup=0.1, augment=0.2)  # the suite can still say otherwise
     cfg = parse_suite(spec)
-    tuned = train_settings(plan_suite(cfg), cfg.models[1], 64)
+    tuned = plan_suite(cfg).models[1].train
     assert (tuned.ema_rampup, tuned.augment) == (0.1, 0.2)
 
 
 def test_spectral_only_trains_on_the_target_alone():
     cfg = parse_suite(suite(ft(strategy="spectral-only"), ft("dfu+sw", strategy="spectral-weights-only")))
     plan = plan_suite(cfg)
-    authors, strict = (train_settings(plan, m, 64) for m in cfg.models[1:])
+    authors, strict = (m.train for m in plan.models[1:])
     assert (authors.resolutions, authors.weights, authors.upsampled) == ((40,), None, ((40, 24),))
     assert strict.resolutions == (16, 24, 40)
 
@@ -82,7 +84,7 @@ def test_mixed_weights_can_weigh_the_base_resolutions():
     spec = suite(ft())
     spec["models"][1]["train"]["weights"] = [1.0, 3.0]  # 16 and 24 px, in the base's order
     cfg = parse_suite(spec)
-    s = train_settings(plan_suite(cfg), cfg.models[1], 64)
+    s = plan_suite(cfg).models[1].train
     assert s.weights == pytest.approx((0.175, 0.525, 0.3))
     spec["models"][1]["train"]["weights"] = [1.0, 2.0, 3.0]
     with pytest.raises(BenchError, match="one weight per base resolution"):

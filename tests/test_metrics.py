@@ -10,9 +10,10 @@ import torch
 
 from bench.datasets import ToyFaces
 from bench.errors import BenchError
-from bench.metrics import (FeatureCache, frechet_distance, kid, log_spectral_distance, radial_power_spectrum,
-                           random_crops)
-from bench.report import aggregate, lead_metrics, markdown_table
+from bench.features import FeatureCache
+from bench.metrics import frechet_distance, kid, log_spectral_distance, radial_power_spectrum, random_crops
+from bench.results import aggregate, lead_metrics
+from bench.tables import markdown_table
 
 FACES = ToyFaces(size=200, seed=0)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from bench.modelcard import flops_per_forward
+from models.card import flops_per_forward
 from models.networks import get_arch
 
 

@@ -12,12 +12,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from bench.config import ModelConfig, load_suite, parse_suite, scale_suite
+from bench.config import ModelConfig, load_suite, parse_suite
+from bench.scale import scale_suite
 from bench.datasets import ToyFaces
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT
 from bench.prepare import prepare
-from bench.run import data_resolutions
+from bench.plan import data_resolutions
 
 FFHQ = PROJECT_ROOT / "suites" / "ffhq_zero_shot.yaml"
 LSUN = PROJECT_ROOT / "suites" / "lsun_church_zero_shot.yaml"

@@ -283,7 +283,7 @@ def test_filter_is_recorded_used_and_checked(source, prepared, tmp_path, run_cli
     assert code == 2 and "resize filter 'nearest' is not known" in err
 
     # a suite that states another filter stops at planning, in one line, with the command that fixes it
-    from bench.run import plan_suite
+    from bench.plan import plan_suite
 
     cfg = parse_suite({"name": "s", "dataset": {"kind": "prepared", "name": "toy", "root": str(root),
                                                 "filter": "lanczos"},

@@ -12,7 +12,8 @@ import yaml
 
 from bench import refset
 from bench.datasets import ToyFaces
-from bench.metrics import FeatureCache, radial_power_spectrum, random_crops
+from bench.features import FeatureCache
+from bench.metrics import radial_power_spectrum, random_crops
 
 
 class FakeExtractor:
@@ -159,7 +160,7 @@ def test_metrics_config_errors_are_one_line(metrics, needle):
 def test_reference_n_above_the_dataset_stops_planning(tmp_path):
     from bench.config import parse_suite
     from bench.errors import BenchError
-    from bench.run import plan_suite
+    from bench.plan import plan_suite
 
     cfg = parse_suite({**SUITE, "metrics": {"reference_n": 21}})
     assert cfg.metrics.fid_modes == ["clean"]  # the default: one mode, as before

@@ -19,7 +19,9 @@ from PIL import Image
 
 from bench.config import parse_suite
 from bench.errors import BenchError
-from bench.report import COPIED_FILES, REPORT_FILES, aggregate, write_report
+from bench.report import write_report
+from bench.results import aggregate
+from bench.rundir import COPIED_FILES, REPORT_FILES, RunDir
 from bench.summary import summarize
 
 GRID = [32, 64, 96, 128]
@@ -288,7 +290,7 @@ def test_fig5_skipped_without_bilinear(tmp_path):
     write_report(run, cfg, pd.read_csv(run / "metrics.csv").to_dict("records"))
     assert not (run / "fig5.png").exists()
     idx = (run / "index.md").read_text()
-    assert "Not drawn: the suite has no bilinear model (adapter bilinear)." in idx
+    assert "Not drawn: the suite has no baseline model (role baseline)." in idx
     assert "(fig5.png)" not in idx
 
 
@@ -405,12 +407,10 @@ def test_fig5_not_drawn_without_generated_samples(tmp_path):
 
 
 def test_samples_of_runs_before_seed_sets_are_found(tmp_path):
-    from bench.figures import sample_path
-
-    run = make_run(tmp_path / "run", suite())
-    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032_s0.npz"
-    (run / "samples" / "dfu" / "r032_s0.npz").rename(run / "samples" / "dfu" / "r032.npz")
-    assert sample_path(run, "dfu", 32, 0) == run / "samples" / "dfu" / "r032.npz"
+    run = RunDir(make_run(tmp_path / "run", suite()))
+    assert run.samples_to_read("dfu", 32, 0) == run.root / "samples" / "dfu" / "r032_s0.npz"
+    (run.root / "samples" / "dfu" / "r032_s0.npz").rename(run.root / "samples" / "dfu" / "r032.npz")
+    assert run.samples_to_read("dfu", 32, 0) == run.root / "samples" / "dfu" / "r032.npz"
 
 
 def test_summary_compares_a_fine_tune_with_its_base():

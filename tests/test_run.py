@@ -1,6 +1,7 @@
 """The smoke suite end to end: outputs, determinism across runs, and resume."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
+BEFORE_REFACTOR = Path(__file__).resolve().parent / "data" / "smoke_metrics_before_refactor.csv"
 TIMING = ["seconds", "feature_seconds"]
 
 
@@ -66,6 +68,32 @@ def test_run_writes_every_output(smoke_runs):
     assert df["spectral_lsd"].notna().all()
     assert set(df["sample_resolution"]) == {16, 24, 32}
     assert not list(d.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_metrics_equal_the_committed_copy_byte_for_byte(smoke_runs):
+    """The smoke suite's numbers as main wrote them before bench/ was restructured (tests/data/README.md):
+    every value column, compared as text; the timings and the role column (added since) are left out."""
+    with open(smoke_runs / "first" / "metrics.csv", newline="") as f:
+        now = list(csv.DictReader(f))
+    with open(BEFORE_REFACTOR, newline="") as f:
+        before = list(csv.DictReader(f))
+    columns = [c for c in before[0] if c not in TIMING]
+    assert list(now[0])[:len(before[0])] == list(before[0])  # same columns in the same order, role appended
+    assert [[r[c] for c in columns] for r in now] == [[r[c] for c in columns] for r in before]
+    assert [r["role"] for r in now[:3]] == ["spatial", "spectral", "baseline"]
+
+
+def test_run_directory_is_what_rundir_declares(smoke_runs):
+    """Every file of a finished run matches one pattern of bench.rundir.LAYOUT (which the README lists),
+    and every pattern but the transient ones has a file."""
+    from bench.rundir import LAYOUT, TRANSIENT
+    from test_rundir import matching
+
+    d = smoke_runs / "first"
+    files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+    assert [f for f in files if len(matching(f)) != 1] == []
+    used = {p for f in files for p in matching(f)}
+    assert {p for p, _ in LAYOUT} - used == set(TRANSIENT)
 
 
 def test_same_seed_same_metrics(smoke_runs):

@@ -7,7 +7,8 @@ import torch
 
 from bench.config import parse_suite
 from bench.datasets import ToyFaces, to_float_tensor
-from bench.run import plan_suite, set_cuda_precision, train_settings
+from bench.plan import plan_suite
+from bench.run import set_cuda_precision
 from models.adapters import DFUAdapter
 from models.training import TrainSettings
 
@@ -67,9 +68,9 @@ def test_runtime_options_reach_training_and_sampling():
             "sample": {"resolutions": [16], "n": 2, "steps": 2},
             "runtime": {"precision": "bf16", "compile": True, "compile_backend": "aot_eager"}}
     plan = plan_suite(parse_suite(spec))
-    adapter = plan.adapters["dfu"]
+    adapter = plan.model("dfu").adapter
     assert (adapter.precision, adapter.compile_backend) == ("bf16", "aot_eager")
-    s = train_settings(plan, plan.cfg.models[0], 16)
+    s = plan.model("dfu").train
     assert (s.precision, s.compile_backend) == ("bf16", "aot_eager")
 
 

@@ -1,5 +1,5 @@
 """Model card: parameters (spectral vs spatial), FLOPs per forward by resolution, and
-peak memory of one training step.
+peak memory of one training step -- facts of an architecture, so they live with it.
 
 Parameters and FLOPs are counted on the meta device (no memory, no compute), so
 `bench model-card paper-large` costs nothing. FLOPs come from torch's
@@ -20,6 +20,8 @@ import sys
 from typing import Sequence
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from models.edm import EDMPrecond, edm_loss
 from models.networks import ArchConfig, DualUNet, get_arch, parameter_breakdown, resolution_problem
@@ -41,8 +43,6 @@ def _c2r(input_shape, dim, *args, out_shape=None, **kwargs) -> int:
 
 def flops_per_forward(arch: ArchConfig, resolution: int, batch: int = 1) -> int:
     """Floating-point operations of one denoiser evaluation at `resolution` (per batch)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.device("meta"):
         net = EDMPrecond(DualUNet(arch))
         x = torch.zeros(batch, arch.img_channels, resolution, resolution)
@@ -61,8 +61,6 @@ def _train_step_memory_child(arch_json: str, resolution: int, batch: int) -> Non
     frees, replayed in order, give the step's transient peak; weights, gradients and
     Adam state that live across steps are added from their sizes.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     arch = ArchConfig.from_dict(json.loads(arch_json))
     torch.manual_seed(0)
     net = EDMPrecond(DualUNet(arch)).train()
@@ -102,7 +100,7 @@ def train_step_peak_memory(arch: ArchConfig, resolution: int, batch: int, device
         del net, opt, images
         return {"method": "torch.cuda.max_memory_allocated", "peak_bytes": int(peak),
                 "model_bytes": int(base), "resolution": resolution, "batch": batch}
-    code = ("import sys; from bench.modelcard import _train_step_memory_child as f; "
+    code = ("import sys; from models.card import _train_step_memory_child as f; "
             "f(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(arch.to_dict()), str(resolution), str(batch)],
                          capture_output=True, text=True, timeout=1800)

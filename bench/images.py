@@ -1,0 +1,150 @@
+"""What an image is to the harness, and the one reader of image files.
+
+Images travel as HxWx3 (one) or NxHxWx3 (a batch) uint8 RGB arrays. A dataset's
+images are square, at a resolution between MIN_RESOLUTION and MAX_RESOLUTION px
+(`check_resolution`), and indexed from 0 (`check_index`).
+
+`ImageFiles` reads image files: a folder (searched recursively) or a .zip, the
+files whose names end in IMAGE_EXTENSIONS, hidden files and macOS's __MACOSX/
+left out, sorted by relative path, each decoded to RGB (alpha dropped) at its
+native size. What happens next is the caller's: an `imagefolder` dataset
+(bench.datasets) centre-crops and resizes, `bench data prepare` writes shards,
+`bench fid` and `bench metrics` (bench.features) take the pixels as they are.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from bench.errors import BenchError
+
+MIN_RESOLUTION = 8
+MAX_RESOLUTION = 512
+# what clean-fid reads too (it adds grayscale .pgm), so `bench fid` sees the files it sees
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def check_resolution(resolution: int) -> int:
+    """Return `resolution` as an int, or raise BenchError if it is outside 8-512."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise BenchError(f"resolution must be an integer, got {resolution!r}; "
+                         f"use a whole number of pixels between {MIN_RESOLUTION} and {MAX_RESOLUTION}")
+    resolution = int(resolution)
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise BenchError(f"resolution {resolution} is out of range; "
+                         f"use a value between {MIN_RESOLUTION} and {MAX_RESOLUTION}")
+    return resolution
+
+
+def check_index(i: int, size: int, name: str) -> int:
+    """Return image index `i` of dataset `name` (of `size` images) as an int, or raise BenchError."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < size:
+        raise BenchError(f"image index {i!r} is out of range for dataset '{name}' of {size} images; "
+                         f"use an index between 0 and {size - 1}")
+    return int(i)
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Fully decode image bytes and convert to RGB (alpha dropped); PIL's exception on bad data."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+
+
+def verify_image(data: bytes) -> int:
+    """Check an image's structure and checksums, then decode it fully; return its shorter side.
+
+    Raises PIL's exception for corrupt or truncated data.  `verify()` catches bad
+    chunk checksums that `load()` lets through; `load()` catches truncation.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()  # leaves the image unusable, hence the second open
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return min(img.size)
+
+
+def _is_hidden(rel: str) -> bool:
+    # macOS zips carry __MACOSX/ and ._name resource forks that are not images.
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
+
+
+class ImageFiles:
+    """The image files of a folder (recursive) or a .zip, sorted by relative path.
+
+    Listing reads no image; `read(i)` decodes file i to an HxWx3 uint8 RGB array
+    at its native size. A missing path, an empty listing or an undecodable file
+    is a one-line BenchError naming it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise BenchError(f"image folder '{self.path}' does not exist; check the path")
+        if self.path.is_dir():
+            self.container = "folder"
+            files = [f.relative_to(self.path).as_posix() for f in self.path.rglob("*") if f.is_file()]
+        elif zipfile.is_zipfile(self.path):
+            self.container = "zip"
+            with zipfile.ZipFile(self.path) as zf:
+                files = [info.filename for info in zf.infolist() if not info.is_dir()]
+        else:
+            raise BenchError(f"path '{self.path}' is neither a folder nor a .zip; "
+                             "point it at a folder or a .zip of images")
+        self.files = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not _is_hidden(f))
+        if not self.files:
+            raise BenchError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{self.path}'; "
+                             "point the path at a folder or .zip that contains images")
+        self._zip: zipfile.ZipFile | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getstate__(self) -> dict:
+        # An open zip handle cannot cross a process boundary; it reopens lazily.
+        return {**self.__dict__, "_zip": None}
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The undecoded bytes of image `rel` (a path relative to the folder or zip)."""
+        if self.container == "folder":
+            return (self.path / rel).read_bytes()
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+        return self._zip.read(rel)
+
+    def bad_image(self, rel: str, err: Exception) -> BenchError:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return BenchError(f"cannot read image '{rel}' in '{self.path}' ({reason}); "
+                          "remove or replace that file")
+
+    def decode(self, i: int) -> Image.Image:
+        """File i decoded to an RGB PIL image, or BenchError naming the file."""
+        rel = self.files[i]
+        try:
+            return decode_rgb(self.read_bytes(rel))
+        except Exception as err:  # PIL raises many types for bad data
+            raise self.bad_image(rel, err) from err
+
+    def read(self, i: int) -> np.ndarray:
+        """File i as an HxWx3 uint8 RGB array at its native size."""
+        return np.array(self.decode(i), dtype=np.uint8)
+
+    def __iter__(self):
+        return (self.read(i) for i in range(len(self)))
+
+
+def image_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int) -> np.ndarray:
+    """Tile equally sized HxWx3 uint8 images into one grid image (2 px gaps)."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
+    for k, img in enumerate(images):
+        r, q = divmod(k, cols)
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + q * (w + 2): 2 + q * (w + 2) + w] = img
+    return grid

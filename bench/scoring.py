@@ -1,0 +1,108 @@
+"""From image sets to numbers: the one dispatch over the metric table.
+
+`score(names, real, fake, options)` computes every named metric of
+bench.metrics.METRICS from what two sets offer (`SetStats`: features in one FID
+mode, patch features, pixels) and returns {column: value}. `bench run` (per
+resolution, model, seed set and FID mode), `bench metrics` and `bench fid` all
+end here, so the same inputs give the same numbers whichever command asks.
+
+`set_stats` makes a set's SetStats in one mode, computing through the feature
+cache only what the named metrics need. `compare_sets` and `fid_of_sets` are the
+two commands that score sets given on the command line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.features import (FeatureCache, FeatureExtractor, build_feature_extractor, check_mode, feature_cache,
+                            load_set, patch_salt)
+from bench.images import ImageFiles
+from bench.dist import pick_device
+from bench.metrics import MetricOptions, Pixels, SetStats, needs, patch_crops, select
+
+
+def score(names: Iterable[str], real: SetStats, fake: SetStats, options: MetricOptions = MetricOptions()) -> dict:
+    """{column: value} of every named metric whose inputs both sets have, in table order.
+
+    A metric whose inputs are missing is left out: a run's reference set has no
+    patch features at resolutions below the patch size, so there are no patch
+    metrics there. Unknown names are a BenchError.
+    """
+    out: dict[str, float] = {}
+    for metric in select(names):
+        if real.has(metric.needs) and fake.has(metric.needs):
+            out.update(metric.compute(real, fake, options))
+    return out
+
+
+def set_stats(images: np.ndarray, cache: FeatureCache, names: Iterable[str], options: MetricOptions, kind: str,
+              label: str, patches: bool = True, pixels: Optional[Pixels] = None,
+              features: Optional[np.ndarray] = None) -> SetStats:
+    """What the named metrics need of an NHWC uint8 set, in the cache's FID mode.
+
+    kind and label name the set in the cache's counts and the progress display;
+    patches=False skips patch features (the reference has none to compare with);
+    pixels and features, when given, are used instead of being made here.
+    """
+    need = needs(names)
+    stats = SetStats(pixels=(pixels or Pixels(images)) if "pixels" in need else None)
+    if "features" in need:
+        stats.features = features if features is not None else cache.features(images, kind, f"features {label}")
+    if "patches" in need and patches:
+        stats.patches = cache.features(patch_crops(images, options), kind, f"patches {label}", patch_salt(options))
+    return stats
+
+
+def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int = 32,
+                 inception_path: str | None = None, options: MetricOptions = MetricOptions(),
+                 mode: str = "clean") -> dict:
+    """The `bench metrics` computation: A is the generated set, B the reference.
+
+    Folders, zips or .npz files (images and/or features). Inception metrics are in
+    FID mode `mode`; features given in an .npz are taken as made in that mode
+    (they carry no mode of their own)."""
+    check_mode(mode)
+    need = needs(names)
+    (ia, fa), (ib, fb) = load_set(a), load_set(b)
+    image_needs = need - {"features"}
+    for label, imgs in (("A", ia), ("B", ib)):
+        if imgs is None and image_needs:
+            needing = sorted(m.name for m in select(names) if m.needs in image_needs)
+            raise BenchError(f"set {label} has features only; {', '.join(needing)} "
+                             "need images (give a folder, zip or .npz with 'images')")
+        if imgs is not None and imgs.dtype == object and image_needs:
+            raise BenchError(f"set {label} mixes image sizes; patch and spectral metrics need one size")
+    cache = None
+    if fa is None or fb is None or "patches" in need:
+        cache = feature_cache(build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
+
+    def stats(imgs, feats, label) -> SetStats:
+        if "features" in need and feats is None and imgs.dtype == object:
+            # mixed sizes: no content key over one array, so computed directly, not cached
+            feats = cache.extractor.features(iter(imgs), total=len(imgs), desc=f"features {label}")
+        if imgs is None:
+            return SetStats(features=feats)
+        return set_stats(imgs, cache, names, options, label, label, features=feats)
+
+    fake = stats(ia, fa, "A")
+    scores = score(names, stats(ib, fb, "B"), fake, options)
+    out: dict = {"n_a": int(len(fa) if fa is not None else len(ia)),
+                 "n_b": int(len(fb) if fb is not None else len(ib)), "mode": mode}
+    for column, value in scores.items():
+        out[column] = value
+        if column == "kid":
+            out["kid_subset_seed"] = options.kid_subset_seed
+    return out
+
+
+def fid_of_sets(a: str | Path, b: str | Path, extractor: FeatureExtractor) -> dict:
+    """`bench fid`: FID between two folders/zips (images of any sizes, read one at a time, not cached)."""
+    set_a, set_b = ImageFiles(a), ImageFiles(b)
+    fa = extractor.features(iter(set_a), total=len(set_a), desc=f"features {Path(a).name}")
+    fb = extractor.features(iter(set_b), total=len(set_b), desc=f"features {Path(b).name}")
+    fid = score(["fid"], SetStats(features=fb), SetStats(features=fa))["fid"]
+    return {"fid": fid, "n_a": len(set_a), "n_b": len(set_b), "mode": extractor.mode}
