@@ -259,10 +259,12 @@ class SpectralConv2d(nn.Module):
         self.modes2 = modes2
         self.norm = norm
         self.product = product
-        # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out).
+        # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out). The authors'
+        # shape (I, O, m1, m2, 2), stored mode-major in memory (see ``mode_major``).
         scale = 1 / (in_channels * out_channels)
-        self.weights1 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
-        self.weights2 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
+        shape = (in_channels, out_channels, modes1, modes2)
+        self.weights1 = nn.Parameter(empty_mode_major(*shape).copy_(scale * torch.rand(*shape, 2)))
+        self.weights2 = nn.Parameter(empty_mode_major(*shape).copy_(scale * torch.rand(*shape, 2)))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), "
@@ -276,7 +278,11 @@ class SpectralConv2d(nn.Module):
                            torch.view_as_complex(w.contiguous()))
         return torch.view_as_real(out)
 
-    def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_size: Size | None = None,
+                add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer at ``out_size`` (default: the input's size); with ``add_to`` (B, O, H_out, W_out),
+        ``add_to + layer(x)`` -- DualConv's sum, which the default path folds into its last
+        matrix product."""
         in_size = tuple(x.shape[-2:])
         out_size = in_size if out_size is None else tuple(out_size)
         for what, size in (("input", in_size), ("output", out_size)):
@@ -289,12 +295,15 @@ class SpectralConv2d(nn.Module):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         kind = x.device.type  # (the meta device, used for FLOP counting, has no autocast)
         autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        fuse = (add_to is not None and self.impl != "reference" and x.dtype == dtype and add_to.dtype == dtype
+                and tuple(add_to.shape) == (x.shape[0], self.out_channels, *out_size))
         with torch.autocast(kind, enabled=False) if autocast else contextlib.nullcontext():
             if self.impl == "reference":
                 y = self.forward_reference(x.to(dtype), out_size)
             else:
-                y = self.forward_dft(x.to(dtype), out_size)
-        return y.to(x.dtype)
+                y = self.forward_dft(x.to(dtype), out_size, add_to if fuse else None)
+        y = y.to(x.dtype)
+        return y if add_to is None or fuse else add_to + y
 
     # The layer is computed one of two ways, equal to ~1e-7 in float32 (tests/test_layers.py):
     # 'reference' is the authors' computation written plainly (rfft2, two einsums into a
@@ -312,63 +321,130 @@ class SpectralConv2d(nn.Module):
         out_ft[:, :, -m1:, :m2] = self.mix(x_ft[:, :, -m1:, :m2], self.weights2.to(x.dtype))
         return torch.fft.irfft2(torch.view_as_complex(out_ft), s=out_size, norm=self.norm)
 
-    def forward_dft(self, x: torch.Tensor, out_size: Size) -> torch.Tensor:
+    def forward_dft(self, x: torch.Tensor, out_size: Size, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """Truncated DFT as matrix products (``truncated_dft_bases``), in the layout
+
+            x (B*I*H, W) -> A = Fw x^T: (2*m2 [re|im, k2], B*I*H)
+              -> X = Th[re] A_re^T + Th[im] A_im^T: (P, B*I), P = (band, [re|im], k1, k2)
+              -> Y[band] = X[band] W[band], one batched GEMM over 2*m1*m2 modes per band
+              -> Z[q] = Y^T Gh[q]: (2*m2, B*O*Ho) -> y = Z^T Gw: (B*O*Ho, Wo),
+
+        in which every product reads its operands as they lie (transposed views, no copies)
+        and ``W[band]`` is a view of the parameter (see ``mode_major``). In eager mode with
+        the authors' product it runs as one autograd function with a hand-written backward
+        (9 kernels forward, 12 backward; x itself is not kept for it); under torch.compile,
+        and for the complex product, as the same ops differentiated by autograd."""
+        compiling = torch.compiler.is_compiling()
+        if compiling or self.product != "componentwise":
+            y = self._forward_dft_ops(x, out_size, compiling)
+            return y if add_to is None else add_to + y
+        bases = _cached_dft_bases(tuple(x.shape[-2:]), tuple(out_size), self.modes1, self.modes2, self.norm,
+                                  x.dtype, x.device)
+        return _SpectralDFT.apply(x.contiguous(), self.weights1, self.weights2, add_to, *bases)
+
+    def _forward_dft_ops(self, x: torch.Tensor, out_size: Size, compiling: bool) -> torch.Tensor:
+        """``forward_dft`` as plain differentiable ops (torch.compile, the complex product)."""
         b, i, h, w = x.shape
         o, m1, m2 = self.out_channels, self.modes1, self.modes2
-        m = 2 * m1
         ho, wo = out_size
-        bases = truncated_dft_bases if torch.compiler.is_compiling() else _cached_dft_bases
-        fw, fh, gh, gw = bases((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
-        # analysis: columns (x . e^{-i k2 w}), then rows -> X (B, I, m2, [re | im], M)
-        compiling = torch.compiler.is_compiling()
+        bases = truncated_dft_bases if compiling else _cached_dft_bases
+        fwt, th, gh, gw = bases((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
         if compiling:
             x = _LayoutBarrier.apply(x)
-        a = (x.reshape(b * i * h, w) @ fw).reshape(b, i, h, 2, m2)
-        xk = (a.permute(0, 1, 4, 3, 2).reshape(b * i * m2, 2 * h) @ fh).reshape(b, i, m2, 2, m)
-        # channel mixing per kept mode, (B, I, M, m2, 2) -> (B, O, M, m2, 2)
-        wk = torch.cat([self.weights1, self.weights2], 2).to(x.dtype)
-        yk = self._mix(xk.permute(0, 1, 4, 2, 3), wk)
-        # synthesis: rows, then the real inverse along columns
-        z = (yk.permute(0, 1, 3, 4, 2).reshape(b * o * m2, 2 * m) @ gh).reshape(b, o, m2, 2, ho)
-        y = (z.permute(0, 1, 4, 3, 2).reshape(b * o * ho, 2 * m2) @ gw).reshape(b, o, ho, wo)
+        a = (fwt @ x.reshape(b * i * h, w).t()).reshape(2, m2 * b * i, h)
+        xk = (th[0] @ a[0].t() + th[1] @ a[1].t()).reshape(2, 2, m1 * m2, b, i)  # (band, re|im, mode, B, I)
+        yk = []
+        for band, weight in enumerate((self.weights1, self.weights2)):
+            wr, wi = mode_major(weight.to(x.dtype)).reshape(2, m1 * m2, i, o).unbind(0)
+            xr, xi = xk[band].unbind(0)
+            if self.product == "componentwise":
+                yk += [torch.bmm(xr, wr), torch.bmm(xi, wi)]
+            else:  # (a + ib)(c + id) = (ac - bd) + i(ad + bc)
+                yk += [torch.bmm(xr, wr) - torch.bmm(xi, wi), torch.bmm(xr, wi) + torch.bmm(xi, wr)]
+        yk = torch.cat(yk).reshape(4 * m1, m2 * b * o).t()
+        z = torch.stack([yk @ gh[0], yk @ gh[1]])
+        y = (z.reshape(2 * m2, b * o * ho).t() @ gw).reshape(b, o, ho, wo)
         return _LayoutBarrier.apply(y) if compiling else y
 
-    def _mix(self, xk: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(B, I, M, m2, 2) x (I, O, M, m2, 2) -> (B, O, M, m2, 2) as one batched GEMM over the modes."""
-        b, i, m, m2, _ = xk.shape
-        o = w.shape[1]
-        bmm = torch.bmm if torch.compiler.is_compiling() else _bmm
-        if self.product == "componentwise":  # re and im mixed independently: batch over (mode, part)
-            yk = bmm(xk.permute(2, 3, 4, 0, 1).reshape(m * m2 * 2, b, i),
-                           w.permute(2, 3, 4, 0, 1).reshape(m * m2 * 2, i, o))
-            return yk.reshape(m, m2, 2, b, o).permute(3, 4, 0, 1, 2)
-        # [re | im] (B, 2I) @ [[W_re, W_im], [-W_im, W_re]] (2I, 2O) per mode
-        wre, wim = w[..., 0].permute(2, 3, 0, 1), w[..., 1].permute(2, 3, 0, 1)  # (M, m2, I, O)
-        block = torch.cat([torch.cat([wre, wim], 3), torch.cat([-wim, wre], 3)], 2)
-        yk = bmm(xk.permute(2, 3, 0, 4, 1).reshape(m * m2, b, 2 * i), block.reshape(m * m2, 2 * i, 2 * o))
-        return yk.reshape(m, m2, b, 2, o).permute(2, 4, 0, 1, 3)
+
+def mode_major(weight: torch.Tensor) -> torch.Tensor:
+    """A spectral weight (I, O, m1, m2, [re|im]) as (2*m1*m2, I, O): one (I, O) matrix per kept
+    mode and part, the operand a batched GEMM over the modes needs.
+
+    ``SpectralConv2d`` stores its weights in this order in memory (``empty_mode_major``) while
+    keeping the authors' shape, so this is a view and the gradients the layer returns are
+    taken by autograd without copies; a weight in another layout (e.g. assigned by
+    ``load_state_dict(assign=True)``) is copied. The per-mode operand must be laid out like
+    this: a strided view with the modes innermost made torch's CPU bmm loop over 160 small
+    products one at a time (9x slower), and re-laying the weights out on every call cost
+    more than the layer's arithmetic (6-D permuting copies)."""
+    i, o, m1, m2, _ = weight.shape
+    return weight.permute(4, 2, 3, 0, 1).reshape(2 * m1 * m2, i, o)
 
 
-class _ContiguousBmm(torch.autograd.Function):
-    """torch.bmm whose backward multiplies contiguous transposes.
+def empty_mode_major(in_channels: int, out_channels: int, modes1: int, modes2: int, **kwargs) -> torch.Tensor:
+    """Uninitialised (I, O, m1, m2, 2) tensor whose memory is ordered ([re|im], m1, m2, I, O)."""
+    return torch.empty(2, modes1, modes2, in_channels, out_channels, **kwargs).permute(3, 4, 1, 2, 0)
 
-    Autograd's own bmm backward passes transposed views, and on a CPU torch.bmm then
-    loops over the batch one small matrix at a time: for the spectral layer's many
-    small per-mode products (e.g. 96 x (8x8 @ 8x8)) that backward is 6x slower than
-    bmm on contiguous copies (2.7x at 64 channels, equal at 128; benchmarks/)."""
+
+class _SpectralDFT(torch.autograd.Function):
+    """The default (eager, component-wise) spectral layer as one autograd node.
+
+    forward(x, weights1, weights2, add_to, fwt, th, gh, gw) -> add_to + layer(x) (or layer(x)).
+    The hand-written backward needs only the mode coefficients X and the weights: the ~25
+    autograd nodes (views, permutes, copies) of the same computation as separate ops cost
+    more than its arithmetic at the sizes DFU runs."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        return torch.bmm(a, b)
+    def forward(ctx, x, w1, w2, add_to, fwt, th, gh, gw):
+        b, i, h, w = x.shape
+        o = w1.shape[1]
+        m2, mm = fwt.shape[0] // 2, th.shape[1]  # mm = 4*m1 rows: (band, re|im, k1)
+        ho, wo = gh.shape[2], gw.shape[1]
+        a = torch.mm(fwt, x.view(b * i * h, w).t()).view(2, m2 * b * i, h)
+        xk = torch.mm(th[0], a[0].t())
+        xk.addmm_(th[1], a[1].t())
+        xk = xk.view(2, mm * m2 // 2, b, i)
+        yk = x.new_empty(2, mm * m2 // 2, b, o)
+        for band, weight in enumerate((w1, w2)):
+            torch.bmm(xk[band], mode_major(weight.to(x.dtype)), out=yk[band])
+        yk = yk.view(mm, m2 * b * o).t()
+        z = x.new_empty(2, m2 * b * o, ho)
+        torch.mm(yk, gh[0], out=z[0])
+        torch.mm(yk, gh[1], out=z[1])
+        z = z.view(2 * m2, b * o * ho).t()
+        y = torch.mm(z, gw) if add_to is None else torch.addmm(add_to.reshape(b * o * ho, wo), z, gw)
+        ctx.save_for_backward(xk, w1, w2, fwt, th, gh, gw)
+        ctx.sizes = (b, i, h, w, o, ho, wo)
+        return y.view(b, o, ho, wo)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        a, b = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_a = torch.bmm(grad, b.transpose(1, 2).contiguous()) if ctx.needs_input_grad[0] else None
-        grad_b = torch.bmm(a.transpose(1, 2).contiguous(), grad) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b
+    def backward(ctx, gy):
+        xk, w1, w2, fwt, th, gh, gw = ctx.saved_tensors
+        b, i, h, w, o, ho, wo = ctx.sizes
+        m2, mm = fwt.shape[0] // 2, th.shape[1]
+        need_x, need_w1, need_w2, need_add = ctx.needs_input_grad[:4]
+        gz = torch.mm(gw, gy.contiguous().view(b * o * ho, wo).t()).view(2, m2 * b * o, ho)
+        gyk = torch.mm(gh[0], gz[0].t())
+        gyk.addmm_(gh[1], gz[1].t())
+        gyk = gyk.view(2, mm * m2 // 2, b, o)
+        grads = [None, None]
+        for band, (weight, need) in enumerate(((w1, need_w1), (w2, need_w2))):
+            if need:
+                g = torch.bmm(xk[band].transpose(1, 2), gyk[band])  # (2*m1*m2, I, O)
+                _, _, m1, _, _ = weight.shape
+                grads[band] = g.view(2, m1, m2, i, o).permute(3, 4, 1, 2, 0).to(weight.dtype)
+        gx = None
+        if need_x:
+            gxk = gy.new_empty(2, mm * m2 // 2, b, i)
+            for band, weight in enumerate((w1, w2)):
+                torch.bmm(gyk[band], mode_major(weight.to(gy.dtype)).transpose(1, 2), out=gxk[band])
+            gxk = gxk.view(mm, m2 * b * i).t()
+            ga = gy.new_empty(2, m2 * b * i, h)
+            torch.mm(gxk, th[0], out=ga[0])
+            torch.mm(gxk, th[1], out=ga[1])
+            gx = torch.mm(ga.view(2 * m2, b * i * h).t(), fwt).view(b, i, h, w)
+        return gx, grads[0], grads[1], (gy if need_add else None), None, None, None, None
 
 
 class _LayoutBarrier(torch.autograd.Function):
@@ -389,10 +465,6 @@ class _LayoutBarrier(torch.autograd.Function):
         return grad.clone(memory_format=torch.contiguous_format)
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _ContiguousBmm.apply(a, b)
-
-
 @functools.lru_cache(maxsize=256)
 def _cached_dft_bases(*args) -> tuple[torch.Tensor, ...]:
     """``truncated_dft_bases`` memoised: one set per (sizes, modes, norm, dtype, device), a few KB each;
@@ -405,12 +477,15 @@ def truncated_dft_bases(in_size: Size, out_size: Size, m1: int, m2: int, norm: s
                         device: torch.device) -> tuple[torch.Tensor, ...]:
     """Real matrices that compute rfft2 -> keep modes -> irfft2 as matrix products.
 
-    Kept row frequencies k1 in [0, m1) and [-m1, 0), column frequencies k2 in [0, m2).
-    With phase angles phi = 2 pi k h / H:
+    Kept row frequencies k1 in [0, m1) (band 1, ``weights1``) and [-m1, 0) (band 2,
+    ``weights2``), column frequencies k2 in [0, m2). With phase angles phi = 2 pi k n / N,
+    c = cos phi and s = sin phi:
 
-    * ``fw`` (W, 2 m2): sum_w x e^{-i k2 w}, real parts then imaginary parts;
-    * ``fh`` (2H, 2M): the same along rows for a [re | im] row vector, M = 2 m1;
-    * ``gh`` (2M, 2Ho): sum_k1 Y e^{+i k1 h'} (rows of the inverse);
+    * ``fwt`` (2 m2, W): sum_w x e^{-i k2 w} = [c; -s] x, real parts then imaginary parts;
+    * ``th`` (2, 4 m1, H): the same along H for A = A_re + i A_im: X = th[0] A_re + th[1] A_im,
+      rows ordered (band, [re|im], k1): th[0] = [c1; -s1; c2; -s2], th[1] = [s1; c1; s2; c2];
+    * ``gh`` (2, 4 m1, Ho): sum_k1 Y e^{+i k1 h'} for Y with rows (band, [re|im], k1):
+      Z_re = Y^T gh[0], Z_im = Y^T gh[1], with the same block pattern as ``th``;
     * ``gw`` (2 m2, Wo): the real inverse along columns, c2r's rule: weight 1 for
       k2 = 0 and the Nyquist column, 2 for the others, imaginary parts of those two
       columns ignored -- what torch.fft.irfft2 does with a non-Hermitian spectrum.
@@ -421,26 +496,29 @@ def truncated_dft_bases(in_size: Size, out_size: Size, m1: int, m2: int, norm: s
     """
     (h, w), (ho, wo) = in_size, out_size
     f64 = dict(dtype=torch.float64, device=device)
-    k1 = torch.cat([torch.arange(m1, **f64), torch.arange(-m1, 0, **f64)])
+    bands = (torch.arange(m1, **f64), torch.arange(-m1, 0, **f64))
     k2 = torch.arange(m2, **f64)
     scale_in = {"backward": (1.0, 1.0), "forward": (1 / w, 1 / h), "ortho": (w ** -0.5, h ** -0.5)}[norm]
     scale_out = {"backward": (1 / ho, 1 / wo), "forward": (1.0, 1.0), "ortho": (ho ** -0.5, wo ** -0.5)}[norm]
 
-    ang = 2 * math.pi * torch.outer(torch.arange(w, **f64), k2) / w
-    fw = torch.cat([ang.cos(), -ang.sin()], 1) * scale_in[0]
-    ang = 2 * math.pi * torch.outer(torch.arange(h, **f64), k1) / h
-    c, s = ang.cos(), ang.sin()
-    fh = torch.cat([torch.cat([c, -s], 1), torch.cat([s, c], 1)], 0) * scale_in[1]
-    ang = 2 * math.pi * torch.outer(k1, torch.arange(ho, **f64)) / ho
-    c, s = ang.cos(), ang.sin()
-    gh = torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)], 0) * scale_out[0]
+    def rows(n: int, scale: float) -> torch.Tensor:
+        """(2, 4 m1, n): [c1; -s1; c2; -s2] and [s1; c1; s2; c2] over positions 0..n-1."""
+        cs = [(ang.cos() * scale, ang.sin() * scale)
+              for ang in (2 * math.pi * torch.outer(k1, torch.arange(n, **f64)) / n for k1 in bands)]
+        return torch.stack([torch.cat([t for c, s in cs for t in (c, -s)]),
+                            torch.cat([t for c, s in cs for t in (s, c)])])
+
+    ang = 2 * math.pi * torch.outer(k2, torch.arange(w, **f64)) / w
+    fwt = torch.cat([ang.cos(), -ang.sin()], 0) * scale_in[0]
+    th = rows(h, scale_in[1])
+    gh = rows(ho, scale_out[0])
     weight = torch.full((m2,), 2.0, **f64)
     weight[0] = 1.0
     if wo % 2 == 0 and m2 - 1 == wo // 2:
         weight[-1] = 1.0
     ang = 2 * math.pi * torch.outer(k2, torch.arange(wo, **f64)) / wo
     gw = torch.cat([weight[:, None] * ang.cos(), -weight[:, None] * ang.sin()], 0) * scale_out[1]
-    return tuple(t.to(dtype) for t in (fw, fh, gh, gw))
+    return tuple(t.to(dtype) for t in (fwt, th, gh, gw))
 
 
 # ----------------------------------------------------------------------------
@@ -488,8 +566,7 @@ class DualConv(nn.Module):
         if self.spatial_conv is not None:
             y = self.spatial_conv(x, out_size=size)
         if self.spectral_conv is not None:
-            s = self.spectral_conv(x, out_size=size)
-            y = s if y is None else y + s
+            y = self.spectral_conv(x, out_size=size, add_to=y)  # y + spectral(x), the sum fused
         return y
 
 
