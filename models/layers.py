@@ -270,6 +270,13 @@ class SpectralConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), "
                 f"norm={self.norm}, product={self.product}")
 
+    def check_sizes(self, in_size: Size, out_size: Size) -> None:
+        for what, size in (("input", in_size), ("output", out_size)):
+            problem = spectral_size_problem(size, self.modes1, self.modes2)
+            if problem:
+                raise ValueError(f"SpectralConv2d {what} grid {size} too small for modes "
+                                 f"({self.modes1}, {self.modes2}): {problem}")
+
     def mix(self, x_ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Channel mixing of one band: (B, I, m1, m2, 2) x (I, O, m1, m2, 2) -> (B, O, m1, m2, 2)."""
         if self.product == "componentwise":
@@ -282,21 +289,19 @@ class SpectralConv2d(nn.Module):
                 add_to: torch.Tensor | None = None) -> torch.Tensor:
         """The layer at ``out_size`` (default: the input's size); with ``add_to`` (B, O, H_out, W_out),
         ``add_to + layer(x)`` -- DualConv's sum, which the default path folds into its last
-        matrix product."""
+        matrix product, written into ``add_to``'s memory (an in-place update that autograd
+        knows of: DualConv passes its spatial branch's fresh output)."""
         in_size = tuple(x.shape[-2:])
         out_size = in_size if out_size is None else tuple(out_size)
-        for what, size in (("input", in_size), ("output", out_size)):
-            problem = spectral_size_problem(size, self.modes1, self.modes2)
-            if problem:
-                raise ValueError(f"SpectralConv2d {what} grid {size} too small for modes "
-                                 f"({self.modes1}, {self.modes2}): {problem}")
+        self.check_sizes(in_size, out_size)
         # Transforms in at least float32 (bf16 has too few bits for a DFT; half-precision FFTs
         # are limited to powers of two on CUDA), outside autocast.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         kind = x.device.type  # (the meta device, used for FLOP counting, has no autocast)
         autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
         fuse = (add_to is not None and self.impl != "reference" and x.dtype == dtype and add_to.dtype == dtype
-                and tuple(add_to.shape) == (x.shape[0], self.out_channels, *out_size))
+                and tuple(add_to.shape) == (x.shape[0], self.out_channels, *out_size) and add_to.is_contiguous()
+                and not (add_to.is_leaf and add_to.requires_grad))
         with torch.autocast(kind, enabled=False) if autocast else contextlib.nullcontext():
             if self.impl == "reference":
                 y = self.forward_reference(x.to(dtype), out_size)
@@ -347,12 +352,15 @@ class SpectralConv2d(nn.Module):
         b, i, h, w = x.shape
         o, m1, m2 = self.out_channels, self.modes1, self.modes2
         ho, wo = out_size
-        bases = truncated_dft_bases if compiling else _cached_dft_bases
-        fwt, th, gh, gw = bases((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
+        args = ((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
         if compiling:
+            fwt, th, gh, gw = truncated_dft_bases(*args)
+            th0, th1, gh0, gh1 = th[0], th[1], gh[0], gh[1]
             x = _LayoutBarrier.apply(x)
+        else:
+            fwt, th0, th1, gh0, gh1, gw = _cached_dft_bases(*args)
         a = (fwt @ x.reshape(b * i * h, w).t()).reshape(2, m2 * b * i, h)
-        xk = (th[0] @ a[0].t() + th[1] @ a[1].t()).reshape(2, 2, m1 * m2, b, i)  # (band, re|im, mode, B, I)
+        xk = (th0 @ a[0].t() + th1 @ a[1].t()).reshape(2, 2, m1 * m2, b, i)  # (band, re|im, mode, B, I)
         yk = []
         for band, weight in enumerate((self.weights1, self.weights2)):
             wr, wi = mode_major(weight.to(x.dtype)).reshape(2, m1 * m2, i, o).unbind(0)
@@ -362,7 +370,7 @@ class SpectralConv2d(nn.Module):
             else:  # (a + ib)(c + id) = (ac - bd) + i(ad + bc)
                 yk += [torch.bmm(xr, wr) - torch.bmm(xi, wi), torch.bmm(xr, wi) + torch.bmm(xi, wr)]
         yk = torch.cat(yk).reshape(4 * m1, m2 * b * o).t()
-        z = torch.stack([yk @ gh[0], yk @ gh[1]])
+        z = torch.stack([yk @ gh0, yk @ gh1])
         y = (z.reshape(2 * m2, b * o * ho).t() @ gw).reshape(b, o, ho, wo)
         return _LayoutBarrier.apply(y) if compiling else y
 
@@ -387,64 +395,131 @@ def empty_mode_major(in_channels: int, out_channels: int, modes1: int, modes2: i
     return torch.empty(2, modes1, modes2, in_channels, out_channels, **kwargs).permute(3, 4, 1, 2, 0)
 
 
+def _dft_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, fwt, th0, th1, gh0, gh1, gw,
+                 out: torch.Tensor | None = None, a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of ``forward_dft``'s layout on a contiguous x, bases as ``_cached_dft_bases``
+    gives them: (y, X). With ``out`` (contiguous, (B, O, Ho, Wo)) the result is added into it
+    in place and ``out`` returned; ``a`` is the first product ``fwt @ x^T`` when the caller
+    made it already. (Written for few Python-level tensor calls: at 8 channels and 32 px the
+    interpreter costs as much as the arithmetic.)"""
+    b, i, h, w = x.shape
+    o = w1.shape[1]
+    m2, mm, ho, wo = fwt.shape[0] // 2, th0.shape[0], gh0.shape[1], gw.shape[1]  # mm = 4*m1: (band, re|im, k1)
+    if a is None:
+        a = torch.mm(fwt, x.view(b * i * h, w).t())
+    a_re, a_im = a.view(2, m2 * b * i, h).unbind(0)
+    xk = torch.mm(th0, a_re.t()).addmm_(th1, a_im.t()).view(2, mm * m2 // 2, b, i)
+    yk = x.new_empty(2, mm * m2 // 2, b, o)
+    for xk_band, yk_band, weight in zip(xk.unbind(0), yk.unbind(0), (w1, w2)):
+        torch.bmm(xk_band, mode_major(weight.to(x.dtype)), out=yk_band)
+    yk = yk.view(mm, m2 * b * o).t()
+    z = x.new_empty(2, m2 * b * o, ho)
+    z_re, z_im = z.unbind(0)
+    torch.mm(yk, gh0, out=z_re)
+    torch.mm(yk, gh1, out=z_im)
+    z = z.view(2 * m2, b * o * ho).t()
+    if out is None:
+        return torch.mm(z, gw).view(b, o, ho, wo), xk
+    # into the caller's memory: a fresh output costs as much as the product (cold pages)
+    out.view(b * o * ho, wo).addmm_(z, gw)
+    return out, xk
+
+
+def _dft_backward(gy: torch.Tensor, xk: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, fwt, th0, th1, gh0, gh1,
+                  gw, x_size: tuple[int, ...], need: tuple[bool, bool, bool], gx: torch.Tensor | None = None):
+    """Gradients (x, weights1, weights2) of ``_dft_forward`` for a contiguous gy; the x gradient
+    is added into ``gx`` (contiguous, x's shape) when one is given."""
+    b, i, h, w = x_size
+    o, ho, wo = gy.shape[1:]
+    m2, mm = fwt.shape[0] // 2, th0.shape[0]
+    gz_re, gz_im = torch.mm(gw, gy.view(b * o * ho, wo).t()).view(2, m2 * b * o, ho).unbind(0)
+    gyk = torch.mm(gh0, gz_re.t()).addmm_(gh1, gz_im.t()).view(2, mm * m2 // 2, b, o)
+    gyk_bands = gyk.unbind(0)
+    grads = [None, None]
+    if need[1] or need[2]:
+        for band, (xk_band, gyk_band, weight) in enumerate(zip(xk.unbind(0), gyk_bands, (w1, w2))):
+            if need[1 + band]:
+                g = torch.bmm(xk_band.transpose(1, 2), gyk_band)  # (2*m1*m2, I, O), the weight's memory order
+                grads[band] = g.view(2, weight.shape[2], m2, i, o).permute(3, 4, 1, 2, 0).to(weight.dtype)
+    if need[0]:
+        gxk = gy.new_empty(2, mm * m2 // 2, b, i)
+        for gyk_band, gxk_band, weight in zip(gyk_bands, gxk.unbind(0), (w1, w2)):
+            torch.bmm(gyk_band, mode_major(weight.to(gy.dtype)).transpose(1, 2), out=gxk_band)
+        gxk = gxk.view(mm, m2 * b * i).t()
+        ga = gy.new_empty(2, m2 * b * i, h)
+        ga_re, ga_im = ga.unbind(0)
+        torch.mm(gxk, th0, out=ga_re)
+        torch.mm(gxk, th1, out=ga_im)
+        ga = ga.view(2 * m2, b * i * h).t()
+        if gx is None:
+            gx = torch.mm(ga, fwt).view(b, i, h, w)
+        else:
+            gx.view(b * i * h, w).addmm_(ga, fwt)
+    return gx, grads[0], grads[1]
+
+
 class _SpectralDFT(torch.autograd.Function):
     """The default (eager, component-wise) spectral layer as one autograd node.
 
-    forward(x, weights1, weights2, add_to, fwt, th, gh, gw) -> add_to + layer(x) (or layer(x)).
-    The hand-written backward needs only the mode coefficients X and the weights: the ~25
-    autograd nodes (views, permutes, copies) of the same computation as separate ops cost
-    more than its arithmetic at the sizes DFU runs."""
+    forward(x, weights1, weights2, add_to, *bases) -> add_to + layer(x), in add_to's
+    memory (or layer(x)). The hand-written backward needs only the mode coefficients X and
+    the weights: the ~25 autograd nodes (views, permutes, copies) of the same computation
+    as separate ops cost more than its arithmetic at the sizes DFU runs."""
 
     @staticmethod
-    def forward(ctx, x, w1, w2, add_to, fwt, th, gh, gw):
-        b, i, h, w = x.shape
-        o = w1.shape[1]
-        m2, mm = fwt.shape[0] // 2, th.shape[1]  # mm = 4*m1 rows: (band, re|im, k1)
-        ho, wo = gh.shape[2], gw.shape[1]
-        a = torch.mm(fwt, x.view(b * i * h, w).t()).view(2, m2 * b * i, h)
-        xk = torch.mm(th[0], a[0].t())
-        xk.addmm_(th[1], a[1].t())
-        xk = xk.view(2, mm * m2 // 2, b, i)
-        yk = x.new_empty(2, mm * m2 // 2, b, o)
-        for band, weight in enumerate((w1, w2)):
-            torch.bmm(xk[band], mode_major(weight.to(x.dtype)), out=yk[band])
-        yk = yk.view(mm, m2 * b * o).t()
-        z = x.new_empty(2, m2 * b * o, ho)
-        torch.mm(yk, gh[0], out=z[0])
-        torch.mm(yk, gh[1], out=z[1])
-        z = z.view(2 * m2, b * o * ho).t()
-        y = torch.mm(z, gw) if add_to is None else torch.addmm(add_to.reshape(b * o * ho, wo), z, gw)
-        ctx.save_for_backward(xk, w1, w2, fwt, th, gh, gw)
-        ctx.sizes = (b, i, h, w, o, ho, wo)
-        return y.view(b, o, ho, wo)
+    def forward(ctx, x, w1, w2, add_to, *bases):
+        y, xk = _dft_forward(x, w1, w2, *bases, out=add_to)
+        if add_to is not None:
+            ctx.mark_dirty(add_to)
+        ctx.save_for_backward(xk, w1, w2, *bases)
+        ctx.x_size = tuple(x.shape)
+        return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        xk, w1, w2, fwt, th, gh, gw = ctx.saved_tensors
-        b, i, h, w, o, ho, wo = ctx.sizes
-        m2, mm = fwt.shape[0] // 2, th.shape[1]
-        need_x, need_w1, need_w2, need_add = ctx.needs_input_grad[:4]
-        gz = torch.mm(gw, gy.contiguous().view(b * o * ho, wo).t()).view(2, m2 * b * o, ho)
-        gyk = torch.mm(gh[0], gz[0].t())
-        gyk.addmm_(gh[1], gz[1].t())
-        gyk = gyk.view(2, mm * m2 // 2, b, o)
-        grads = [None, None]
-        for band, (weight, need) in enumerate(((w1, need_w1), (w2, need_w2))):
-            if need:
-                g = torch.bmm(xk[band].transpose(1, 2), gyk[band])  # (2*m1*m2, I, O)
-                _, _, m1, _, _ = weight.shape
-                grads[band] = g.view(2, m1, m2, i, o).permute(3, 4, 1, 2, 0).to(weight.dtype)
-        gx = None
-        if need_x:
-            gxk = gy.new_empty(2, mm * m2 // 2, b, i)
-            for band, weight in enumerate((w1, w2)):
-                torch.bmm(gyk[band], mode_major(weight.to(gy.dtype)).transpose(1, 2), out=gxk[band])
-            gxk = gxk.view(mm, m2 * b * i).t()
-            ga = gy.new_empty(2, m2 * b * i, h)
-            torch.mm(gxk, th[0], out=ga[0])
-            torch.mm(gxk, th[1], out=ga[1])
-            gx = torch.mm(ga.view(2 * m2, b * i * h).t(), fwt).view(b, i, h, w)
-        return gx, grads[0], grads[1], (gy if need_add else None), None, None, None, None
+        xk, w1, w2, *bases = ctx.saved_tensors
+        gx, g1, g2 = _dft_backward(gy.contiguous(), xk, w1, w2, *bases, ctx.x_size, ctx.needs_input_grad[:3])
+        return gx, g1, g2, (gy if ctx.needs_input_grad[3] else None), *[None] * len(bases)
+
+
+class _DualConvDFT(torch.autograd.Function):
+    """A DualConv without resampling -- 3x3 conv + bias + spectral layer, summed -- as one node.
+
+    forward(x, conv weight, conv bias or None, weights1, weights2, *bases). The
+    spatial branch is Conv2d's own computation (conv2d, then + bias), and its gradients come
+    from the same aten kernel autograd would call; the spectral branch reads x right before
+    the convolution does, adds itself into the convolution's output, and in backward adds
+    its x gradient into the convolution's, where autograd would write a fresh one and then
+    sum the two."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, w1, w2, *bases):
+        b, i, h, w = x.shape
+        a = torch.mm(bases[0], x.view(b * i * h, w).t())
+        y = torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
+        y, xk = _dft_forward(x, w1, w2, *bases, out=y.contiguous(), a=a)
+        ctx.save_for_backward(x, weight, xk, w1, w2, *bases)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        x, weight, xk, w1, w2, *bases = ctx.saved_tensors
+        need_x, need_weight, need_bias, need_w1, need_w2 = ctx.needs_input_grad[:5]
+        gy = gy.contiguous()
+        gx = g_weight = None
+        if need_x or need_weight:
+            pad = weight.shape[-1] // 2
+            gx, g_weight, _ = torch.ops.aten.convolution_backward(
+                gy, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [need_x, need_weight, False])
+        g_bias = gy.sum((0, 2, 3)) if need_bias else None
+        if need_x and not gx.is_contiguous():
+            gx = gx.contiguous()
+        gx, g1, g2 = _dft_backward(gy, xk, w1, w2, *bases, tuple(x.shape), (need_x, need_w1, need_w2), gx=gx)
+        return gx, g_weight, g_bias, g1, g2, *[None] * len(bases)
 
 
 class _LayoutBarrier(torch.autograd.Function):
@@ -467,10 +542,12 @@ class _LayoutBarrier(torch.autograd.Function):
 
 @functools.lru_cache(maxsize=256)
 def _cached_dft_bases(*args) -> tuple[torch.Tensor, ...]:
-    """``truncated_dft_bases`` memoised: one set per (sizes, modes, norm, dtype, device), a few KB each;
-    rebuilding them is ~40 small ops per call, a third of the layer's time at 8 channels and 32 px.
+    """``truncated_dft_bases`` memoised, as six contiguous matrices (fwt, th[0], th[1], gh[0],
+    gh[1], gw): one set per (sizes, modes, norm, dtype, device), a few KB each; rebuilding
+    them is ~40 small ops per call, a third of the layer's time at 8 channels and 32 px.
     (Under torch.compile they are built inside the graph instead, and constant-folded.)"""
-    return truncated_dft_bases(*args)
+    fwt, th, gh, gw = truncated_dft_bases(*args)
+    return tuple(t.contiguous() for t in (fwt, th[0], th[1], gh[0], gh[1], gw))
 
 
 def truncated_dft_bases(in_size: Size, out_size: Size, m1: int, m2: int, norm: str, dtype: torch.dtype,
@@ -562,12 +639,31 @@ class DualConv(nn.Module):
 
     def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
         size = self.output_size(tuple(x.shape[-2:]), out_size)
+        if self._fusable(x, size):
+            spec, conv = self.spectral_conv, self.spatial_conv
+            spec.check_sizes(size, size)
+            bases = _cached_dft_bases(size, size, spec.modes1, spec.modes2, spec.norm, x.dtype, x.device)
+            return _DualConvDFT.apply(x.contiguous(), conv.weight, conv.bias, spec.weights1, spec.weights2, *bases)
         y = None
         if self.spatial_conv is not None:
             y = self.spatial_conv(x, out_size=size)
         if self.spectral_conv is not None:
             y = self.spectral_conv(x, out_size=size, add_to=y)  # y + spectral(x), the sum fused
         return y
+
+    def _fusable(self, x: torch.Tensor, size: Size) -> bool:
+        """Whether the two branches run as one autograd node (``_DualConvDFT``): eager mode, the
+        default spectral path with the authors' product, no resampling, no autocast, one dtype."""
+        conv, spec = self.spatial_conv, self.spectral_conv
+        if (conv is None or spec is None or self.up or self.down or conv.weight is None or conv.kernel % 2 == 0
+                or spec.impl == "reference" or spec.product != "componentwise" or torch.compiler.is_compiling()
+                or size != tuple(x.shape[-2:])):
+            return False
+        kind = x.device.type
+        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+            return False
+        return (x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
+                and (conv.bias is None or conv.bias.dtype == x.dtype))
 
 
 # ----------------------------------------------------------------------------

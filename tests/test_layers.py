@@ -357,3 +357,42 @@ def test_spectral_weights_are_stored_mode_major_and_their_gradients_too():
     assert torch.allclose(y, y2, atol=1e-6)
     for a, b in zip(grads, [plain.weights1.grad, plain.weights2.grad, x.grad]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dualconv_without_resampling_is_one_autograd_node_and_falls_back_otherwise():
+    torch.manual_seed(0)
+    conv = DualConv(3, 4, 3, modes1=3, modes2=2)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert type(conv(x).grad_fn).__name__ == "_DualConvDFTBackward"
+    conv.spectral_conv.impl = "reference"
+    assert type(conv(x).grad_fn).__name__ == "AddBackward0"
+    conv.spectral_conv.impl = "dft"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the spatial conv runs in bf16: two nodes, summed
+        y = conv(x)
+    assert y.dtype == torch.float32 and type(y.grad_fn).__name__ == "AddBackward0"
+
+
+def test_whole_dfu_default_path_equals_the_reference_layer():
+    """DualUNet in float64 (EDMPrecond would cast to float32), training mode: output and every
+    parameter's gradient with the fast spectral path equal those with the reference layer
+    (fused DualConvs, resampling blocks, an odd size)."""
+    from models.networks import DualUNet, get_arch
+
+    torch.manual_seed(0)
+    net = DualUNet(get_arch("cpu-tiny")).double().train()
+    x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
+    sigma = torch.tensor([-0.3, 0.5], dtype=torch.float64)
+    results = []
+    for impl in ("reference", "dft"):
+        for m in net.modules():
+            if isinstance(m, SpectralConv2d):
+                m.impl = impl
+        net.zero_grad(set_to_none=True)
+        y = net(x, sigma)
+        y.square().mean().backward()
+        results.append((y.detach(), {n: p.grad for n, p in net.named_parameters() if p.grad is not None}))
+    (y_ref, g_ref), (y_fast, g_fast) = results
+    assert (y_ref - y_fast).abs().max() < 1e-12
+    assert g_ref.keys() == g_fast.keys() and any("spectral" in n for n in g_ref)
+    for name in g_ref:
+        assert (g_ref[name] - g_fast[name]).abs().max() < 1e-10, name
