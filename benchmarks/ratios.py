@@ -19,7 +19,7 @@ for group, items in groups.items():
     paired = [b for b in items if b.get("extra_info", {}).get("fast_cpu_seconds")]
     if paired:
         threads = sorted({b["extra_info"].get("threads") for b in paired})
-        refs = [k[len("fast_over_"):-len("_cpu_median")] for k in paired[0]["extra_info"]
+        refs = [k[len("fast_over_"):-len("_cpu_median")] for k in sorted(paired[0]["extra_info"])
                 if k.startswith("fast_over_") and k.endswith("_cpu_median")]
         print(f"{group}: fast path as a ratio to each reference, interleaved rounds, torch threads {threads}")
         print(f"  {'':40s} {'CPU s, median':>30s}   fast / ref (CPU median, CPU min, wall median)")

@@ -144,7 +144,9 @@ def test_dfu_fwdbwd(benchmark, arch, res):
     spatial = build(arch, mode="spatial")
     benchmark.extra_info.update(arch=arch, resolution=res, batch=BATCH,
                                 max_abs_output_diff=(y_ref - y_fast).abs().max().item())
-    interleaved(benchmark, step("dft"), {"reference": step("reference"), "spatial_only": step("dft", spatial)},
+    # order: spatial-only, reference, fast -- the reference and the fast path each follow a run of
+    # the same network (same weights in cache), so neither is favoured
+    interleaved(benchmark, step("dft"), {"spatial_only": step("dft", spatial), "reference": step("reference")},
                 rounds=ROUNDS if res == 32 else max(3, ROUNDS - 2))
 
 
