@@ -1,9 +1,12 @@
 """Print each benchmark group's median timings as ratios to a reference in the same run.
 
 Group "kernels": ratio to the calibration GEMM (gemm-512). Other groups: ratio
-to their alphabetically first entry.
+to their alphabetically first entry. Benchmarks that timed references themselves,
+interleaved with their own rounds (benchmarks/test_spectral.py, extra_info
+"<name>_cpu_seconds"), print the fast path's time as a ratio to each of them.
 """
 import json
+import statistics
 import sys
 from collections import defaultdict
 
@@ -13,6 +16,21 @@ for b in data["benchmarks"]:
     groups[b["group"]].append(b)
 for group, items in groups.items():
     items.sort(key=lambda b: b["name"])
+    paired = [b for b in items if b.get("extra_info", {}).get("fast_cpu_seconds")]
+    if paired:
+        threads = sorted({b["extra_info"].get("threads") for b in paired})
+        refs = [k[len("fast_over_"):-len("_cpu_median")] for k in sorted(paired[0]["extra_info"])
+                if k.startswith("fast_over_") and k.endswith("_cpu_median")]
+        print(f"{group}: fast path as a ratio to each reference, interleaved rounds, torch threads {threads}")
+        print(f"  {'':40s} {'CPU s, median':>30s}   fast / ref (CPU median, CPU min, wall median)")
+        print(f"  {'name':40s} {'fast':>9s} " + " ".join(f"{r[:9]:>9s}" for r in refs))
+        for b in paired:
+            e = b["extra_info"]
+            cols = [statistics.median(e["fast_cpu_seconds"])] + [statistics.median(e[f"{r}_cpu_seconds"]) for r in refs]
+            ratios = "   ".join(f"{r}: {e[f'fast_over_{r}_cpu_median']:.2f} {e[f'fast_over_{r}_cpu_min']:.2f} "
+                               f"{e[f'fast_over_{r}_wall_median']:.2f}" for r in refs)
+            print(f"  {b['name']:40s} " + " ".join(f"{c:9.4f}" for c in cols) + f"   {ratios}")
+        continue
     base = next((b for b in items if "gemm-512" in b["name"]), items[0])
     print(f"{group}: median seconds, and ratio to {base['name']}")
     for b in items:

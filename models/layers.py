@@ -259,14 +259,23 @@ class SpectralConv2d(nn.Module):
         self.modes2 = modes2
         self.norm = norm
         self.product = product
-        # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out).
+        # Authors' init: U[0,1) on real and imaginary parts, scaled by 1/(in*out). The authors'
+        # shape (I, O, m1, m2, 2), stored mode-major in memory (see ``mode_major``).
         scale = 1 / (in_channels * out_channels)
-        self.weights1 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
-        self.weights2 = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes1, modes2, 2))
+        shape = (in_channels, out_channels, modes1, modes2)
+        self.weights1 = nn.Parameter(empty_mode_major(*shape).copy_(scale * torch.rand(*shape, 2)))
+        self.weights2 = nn.Parameter(empty_mode_major(*shape).copy_(scale * torch.rand(*shape, 2)))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), "
                 f"norm={self.norm}, product={self.product}")
+
+    def check_sizes(self, in_size: Size, out_size: Size) -> None:
+        for what, size in (("input", in_size), ("output", out_size)):
+            problem = spectral_size_problem(size, self.modes1, self.modes2)
+            if problem:
+                raise ValueError(f"SpectralConv2d {what} grid {size} too small for modes "
+                                 f"({self.modes1}, {self.modes2}): {problem}")
 
     def mix(self, x_ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Channel mixing of one band: (B, I, m1, m2, 2) x (I, O, m1, m2, 2) -> (B, O, m1, m2, 2)."""
@@ -276,25 +285,30 @@ class SpectralConv2d(nn.Module):
                            torch.view_as_complex(w.contiguous()))
         return torch.view_as_real(out)
 
-    def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_size: Size | None = None,
+                add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer at ``out_size`` (default: the input's size); with ``add_to`` (B, O, H_out, W_out),
+        ``add_to + layer(x)`` -- DualConv's sum, which the default path folds into its last
+        matrix product, written into ``add_to``'s memory (an in-place update that autograd
+        knows of: DualConv passes its spatial branch's fresh output)."""
         in_size = tuple(x.shape[-2:])
         out_size = in_size if out_size is None else tuple(out_size)
-        for what, size in (("input", in_size), ("output", out_size)):
-            problem = spectral_size_problem(size, self.modes1, self.modes2)
-            if problem:
-                raise ValueError(f"SpectralConv2d {what} grid {size} too small for modes "
-                                 f"({self.modes1}, {self.modes2}): {problem}")
+        self.check_sizes(in_size, out_size)
         # Transforms in at least float32 (bf16 has too few bits for a DFT; half-precision FFTs
         # are limited to powers of two on CUDA), outside autocast.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         kind = x.device.type  # (the meta device, used for FLOP counting, has no autocast)
         autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        fuse = (add_to is not None and self.impl != "reference" and x.dtype == dtype and add_to.dtype == dtype
+                and tuple(add_to.shape) == (x.shape[0], self.out_channels, *out_size) and add_to.is_contiguous()
+                and not (add_to.is_leaf and add_to.requires_grad))
         with torch.autocast(kind, enabled=False) if autocast else contextlib.nullcontext():
             if self.impl == "reference":
                 y = self.forward_reference(x.to(dtype), out_size)
             else:
-                y = self.forward_dft(x.to(dtype), out_size)
-        return y.to(x.dtype)
+                y = self.forward_dft(x.to(dtype), out_size, add_to if fuse else None)
+        y = y.to(x.dtype)
+        return y if add_to is None or fuse else add_to + y
 
     # The layer is computed one of two ways, equal to ~1e-7 in float32 (tests/test_layers.py):
     # 'reference' is the authors' computation written plainly (rfft2, two einsums into a
@@ -312,63 +326,200 @@ class SpectralConv2d(nn.Module):
         out_ft[:, :, -m1:, :m2] = self.mix(x_ft[:, :, -m1:, :m2], self.weights2.to(x.dtype))
         return torch.fft.irfft2(torch.view_as_complex(out_ft), s=out_size, norm=self.norm)
 
-    def forward_dft(self, x: torch.Tensor, out_size: Size) -> torch.Tensor:
+    def forward_dft(self, x: torch.Tensor, out_size: Size, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """Truncated DFT as matrix products (``truncated_dft_bases``), in the layout
+
+            x (B*I*H, W) -> A = Fw x^T: (2*m2 [re|im, k2], B*I*H)
+              -> X = Th[re] A_re^T + Th[im] A_im^T: (P, B*I), P = (band, [re|im], k1, k2)
+              -> Y[band] = X[band] W[band], one batched GEMM over 2*m1*m2 modes per band
+              -> Z[q] = Y^T Gh[q]: (2*m2, B*O*Ho) -> y = Z^T Gw: (B*O*Ho, Wo),
+
+        in which every product reads its operands as they lie (transposed views, no copies)
+        and ``W[band]`` is a view of the parameter (see ``mode_major``). In eager mode with
+        the authors' product it runs as one autograd function with a hand-written backward
+        (9 kernels forward, 12 backward; x itself is not kept for it); under torch.compile,
+        and for the complex product, as the same ops differentiated by autograd."""
+        compiling = torch.compiler.is_compiling()
+        if compiling or self.product != "componentwise":
+            y = self._forward_dft_ops(x, out_size, compiling)
+            return y if add_to is None else add_to + y
+        bases = _cached_dft_bases(tuple(x.shape[-2:]), tuple(out_size), self.modes1, self.modes2, self.norm,
+                                  x.dtype, x.device)
+        return _SpectralDFT.apply(x.contiguous(), self.weights1, self.weights2, add_to, *bases)
+
+    def _forward_dft_ops(self, x: torch.Tensor, out_size: Size, compiling: bool) -> torch.Tensor:
+        """``forward_dft`` as plain differentiable ops (torch.compile, the complex product)."""
         b, i, h, w = x.shape
         o, m1, m2 = self.out_channels, self.modes1, self.modes2
-        m = 2 * m1
         ho, wo = out_size
-        bases = truncated_dft_bases if torch.compiler.is_compiling() else _cached_dft_bases
-        fw, fh, gh, gw = bases((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
-        # analysis: columns (x . e^{-i k2 w}), then rows -> X (B, I, m2, [re | im], M)
-        compiling = torch.compiler.is_compiling()
+        args = ((h, w), tuple(out_size), m1, m2, self.norm, x.dtype, x.device)
         if compiling:
+            fwt, th, gh, gw = truncated_dft_bases(*args)
+            th0, th1, gh0, gh1 = th[0], th[1], gh[0], gh[1]
             x = _LayoutBarrier.apply(x)
-        a = (x.reshape(b * i * h, w) @ fw).reshape(b, i, h, 2, m2)
-        xk = (a.permute(0, 1, 4, 3, 2).reshape(b * i * m2, 2 * h) @ fh).reshape(b, i, m2, 2, m)
-        # channel mixing per kept mode, (B, I, M, m2, 2) -> (B, O, M, m2, 2)
-        wk = torch.cat([self.weights1, self.weights2], 2).to(x.dtype)
-        yk = self._mix(xk.permute(0, 1, 4, 2, 3), wk)
-        # synthesis: rows, then the real inverse along columns
-        z = (yk.permute(0, 1, 3, 4, 2).reshape(b * o * m2, 2 * m) @ gh).reshape(b, o, m2, 2, ho)
-        y = (z.permute(0, 1, 4, 3, 2).reshape(b * o * ho, 2 * m2) @ gw).reshape(b, o, ho, wo)
+        else:
+            fwt, th0, th1, gh0, gh1, gw = _cached_dft_bases(*args)
+        a = (fwt @ x.reshape(b * i * h, w).t()).reshape(2, m2 * b * i, h)
+        xk = (th0 @ a[0].t() + th1 @ a[1].t()).reshape(2, 2, m1 * m2, b, i)  # (band, re|im, mode, B, I)
+        yk = []
+        for band, weight in enumerate((self.weights1, self.weights2)):
+            wr, wi = mode_major(weight.to(x.dtype)).reshape(2, m1 * m2, i, o).unbind(0)
+            xr, xi = xk[band].unbind(0)
+            if self.product == "componentwise":
+                yk += [torch.bmm(xr, wr), torch.bmm(xi, wi)]
+            else:  # (a + ib)(c + id) = (ac - bd) + i(ad + bc)
+                yk += [torch.bmm(xr, wr) - torch.bmm(xi, wi), torch.bmm(xr, wi) + torch.bmm(xi, wr)]
+        yk = torch.cat(yk).reshape(4 * m1, m2 * b * o).t()
+        z = torch.stack([yk @ gh0, yk @ gh1])
+        y = (z.reshape(2 * m2, b * o * ho).t() @ gw).reshape(b, o, ho, wo)
         return _LayoutBarrier.apply(y) if compiling else y
 
-    def _mix(self, xk: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(B, I, M, m2, 2) x (I, O, M, m2, 2) -> (B, O, M, m2, 2) as one batched GEMM over the modes."""
-        b, i, m, m2, _ = xk.shape
-        o = w.shape[1]
-        bmm = torch.bmm if torch.compiler.is_compiling() else _bmm
-        if self.product == "componentwise":  # re and im mixed independently: batch over (mode, part)
-            yk = bmm(xk.permute(2, 3, 4, 0, 1).reshape(m * m2 * 2, b, i),
-                           w.permute(2, 3, 4, 0, 1).reshape(m * m2 * 2, i, o))
-            return yk.reshape(m, m2, 2, b, o).permute(3, 4, 0, 1, 2)
-        # [re | im] (B, 2I) @ [[W_re, W_im], [-W_im, W_re]] (2I, 2O) per mode
-        wre, wim = w[..., 0].permute(2, 3, 0, 1), w[..., 1].permute(2, 3, 0, 1)  # (M, m2, I, O)
-        block = torch.cat([torch.cat([wre, wim], 3), torch.cat([-wim, wre], 3)], 2)
-        yk = bmm(xk.permute(2, 3, 0, 4, 1).reshape(m * m2, b, 2 * i), block.reshape(m * m2, 2 * i, 2 * o))
-        return yk.reshape(m, m2, b, 2, o).permute(2, 4, 0, 1, 3)
+
+def mode_major(weight: torch.Tensor) -> torch.Tensor:
+    """A spectral weight (I, O, m1, m2, [re|im]) as (2*m1*m2, I, O): one (I, O) matrix per kept
+    mode and part, the operand a batched GEMM over the modes needs.
+
+    ``SpectralConv2d`` stores its weights in this order in memory (``empty_mode_major``) while
+    keeping the authors' shape, so this is a view and the gradients the layer returns are
+    taken by autograd without copies; a weight in another layout (e.g. assigned by
+    ``load_state_dict(assign=True)``) is copied. The per-mode operand must be laid out like
+    this: a strided view with the modes innermost made torch's CPU bmm loop over 160 small
+    products one at a time (9x slower), and re-laying the weights out on every call cost
+    more than the layer's arithmetic (6-D permuting copies)."""
+    i, o, m1, m2, _ = weight.shape
+    return weight.permute(4, 2, 3, 0, 1).reshape(2 * m1 * m2, i, o)
 
 
-class _ContiguousBmm(torch.autograd.Function):
-    """torch.bmm whose backward multiplies contiguous transposes.
+def empty_mode_major(in_channels: int, out_channels: int, modes1: int, modes2: int, **kwargs) -> torch.Tensor:
+    """Uninitialised (I, O, m1, m2, 2) tensor whose memory is ordered ([re|im], m1, m2, I, O)."""
+    return torch.empty(2, modes1, modes2, in_channels, out_channels, **kwargs).permute(3, 4, 1, 2, 0)
 
-    Autograd's own bmm backward passes transposed views, and on a CPU torch.bmm then
-    loops over the batch one small matrix at a time: for the spectral layer's many
-    small per-mode products (e.g. 96 x (8x8 @ 8x8)) that backward is 6x slower than
-    bmm on contiguous copies (2.7x at 64 channels, equal at 128; benchmarks/)."""
+
+def _dft_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, fwt, th0, th1, gh0, gh1, gw,
+                 out: torch.Tensor | None = None, a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of ``forward_dft``'s layout on a contiguous x, bases as ``_cached_dft_bases``
+    gives them: (y, X). With ``out`` (contiguous, (B, O, Ho, Wo)) the result is added into it
+    in place and ``out`` returned; ``a`` is the first product ``fwt @ x^T`` when the caller
+    made it already. (Written for few Python-level tensor calls: at 8 channels and 32 px the
+    interpreter costs as much as the arithmetic.)"""
+    b, i, h, w = x.shape
+    o = w1.shape[1]
+    m2, mm, ho, wo = fwt.shape[0] // 2, th0.shape[0], gh0.shape[1], gw.shape[1]  # mm = 4*m1: (band, re|im, k1)
+    if a is None:
+        a = torch.mm(fwt, x.view(b * i * h, w).t())
+    a_re, a_im = a.view(2, m2 * b * i, h).unbind(0)
+    xk = torch.mm(th0, a_re.t()).addmm_(th1, a_im.t()).view(2, mm * m2 // 2, b, i)
+    yk = x.new_empty(2, mm * m2 // 2, b, o)
+    for xk_band, yk_band, weight in zip(xk.unbind(0), yk.unbind(0), (w1, w2)):
+        torch.bmm(xk_band, mode_major(weight.to(x.dtype)), out=yk_band)
+    yk = yk.view(mm, m2 * b * o).t()
+    z = x.new_empty(2, m2 * b * o, ho)
+    z_re, z_im = z.unbind(0)
+    torch.mm(yk, gh0, out=z_re)
+    torch.mm(yk, gh1, out=z_im)
+    z = z.view(2 * m2, b * o * ho).t()
+    if out is None:
+        return torch.mm(z, gw).view(b, o, ho, wo), xk
+    # into the caller's memory: a fresh output costs as much as the product (cold pages)
+    out.view(b * o * ho, wo).addmm_(z, gw)
+    return out, xk
+
+
+def _dft_backward(gy: torch.Tensor, xk: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, fwt, th0, th1, gh0, gh1,
+                  gw, x_size: tuple[int, ...], need: tuple[bool, bool, bool], gx: torch.Tensor | None = None):
+    """Gradients (x, weights1, weights2) of ``_dft_forward`` for a contiguous gy; the x gradient
+    is added into ``gx`` (contiguous, x's shape) when one is given."""
+    b, i, h, w = x_size
+    o, ho, wo = gy.shape[1:]
+    m2, mm = fwt.shape[0] // 2, th0.shape[0]
+    gz_re, gz_im = torch.mm(gw, gy.view(b * o * ho, wo).t()).view(2, m2 * b * o, ho).unbind(0)
+    gyk = torch.mm(gh0, gz_re.t()).addmm_(gh1, gz_im.t()).view(2, mm * m2 // 2, b, o)
+    gyk_bands = gyk.unbind(0)
+    grads = [None, None]
+    if need[1] or need[2]:
+        for band, (xk_band, gyk_band, weight) in enumerate(zip(xk.unbind(0), gyk_bands, (w1, w2))):
+            if need[1 + band]:
+                g = torch.bmm(xk_band.transpose(1, 2), gyk_band)  # (2*m1*m2, I, O), the weight's memory order
+                grads[band] = g.view(2, weight.shape[2], m2, i, o).permute(3, 4, 1, 2, 0).to(weight.dtype)
+    if need[0]:
+        gxk = gy.new_empty(2, mm * m2 // 2, b, i)
+        for gyk_band, gxk_band, weight in zip(gyk_bands, gxk.unbind(0), (w1, w2)):
+            torch.bmm(gyk_band, mode_major(weight.to(gy.dtype)).transpose(1, 2), out=gxk_band)
+        gxk = gxk.view(mm, m2 * b * i).t()
+        ga = gy.new_empty(2, m2 * b * i, h)
+        ga_re, ga_im = ga.unbind(0)
+        torch.mm(gxk, th0, out=ga_re)
+        torch.mm(gxk, th1, out=ga_im)
+        ga = ga.view(2 * m2, b * i * h).t()
+        if gx is None:
+            gx = torch.mm(ga, fwt).view(b, i, h, w)
+        else:
+            gx.view(b * i * h, w).addmm_(ga, fwt)
+    return gx, grads[0], grads[1]
+
+
+class _SpectralDFT(torch.autograd.Function):
+    """The default (eager, component-wise) spectral layer as one autograd node.
+
+    forward(x, weights1, weights2, add_to, *bases) -> add_to + layer(x), in add_to's
+    memory (or layer(x)). The hand-written backward needs only the mode coefficients X and
+    the weights: the ~25 autograd nodes (views, permutes, copies) of the same computation
+    as separate ops cost more than its arithmetic at the sizes DFU runs."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        return torch.bmm(a, b)
+    def forward(ctx, x, w1, w2, add_to, *bases):
+        y, xk = _dft_forward(x, w1, w2, *bases, out=add_to)
+        if add_to is not None:
+            ctx.mark_dirty(add_to)
+        ctx.save_for_backward(xk, w1, w2, *bases)
+        ctx.x_size = tuple(x.shape)
+        return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        a, b = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_a = torch.bmm(grad, b.transpose(1, 2).contiguous()) if ctx.needs_input_grad[0] else None
-        grad_b = torch.bmm(a.transpose(1, 2).contiguous(), grad) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        xk, w1, w2, *bases = ctx.saved_tensors
+        gx, g1, g2 = _dft_backward(gy.contiguous(), xk, w1, w2, *bases, ctx.x_size, ctx.needs_input_grad[:3])
+        return gx, g1, g2, (gy if ctx.needs_input_grad[3] else None), *[None] * len(bases)
+
+
+class _DualConvDFT(torch.autograd.Function):
+    """A DualConv without resampling -- 3x3 conv + bias + spectral layer, summed -- as one node.
+
+    forward(x, conv weight, conv bias or None, weights1, weights2, *bases). The
+    spatial branch is Conv2d's own computation (conv2d, then + bias), and its gradients come
+    from the same aten kernel autograd would call; the spectral branch reads x right before
+    the convolution does, adds itself into the convolution's output, and in backward adds
+    its x gradient into the convolution's, where autograd would write a fresh one and then
+    sum the two."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, w1, w2, *bases):
+        b, i, h, w = x.shape
+        a = torch.mm(bases[0], x.view(b * i * h, w).t())
+        y = torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
+        y, xk = _dft_forward(x, w1, w2, *bases, out=y.contiguous(), a=a)
+        ctx.save_for_backward(x, weight, xk, w1, w2, *bases)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        x, weight, xk, w1, w2, *bases = ctx.saved_tensors
+        need_x, need_weight, need_bias, need_w1, need_w2 = ctx.needs_input_grad[:5]
+        gy = gy.contiguous()
+        gx = g_weight = None
+        if need_x or need_weight:
+            pad = weight.shape[-1] // 2
+            gx, g_weight, _ = torch.ops.aten.convolution_backward(
+                gy, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [need_x, need_weight, False])
+        g_bias = gy.sum((0, 2, 3)) if need_bias else None
+        if need_x and not gx.is_contiguous():
+            gx = gx.contiguous()
+        gx, g1, g2 = _dft_backward(gy, xk, w1, w2, *bases, tuple(x.shape), (need_x, need_w1, need_w2), gx=gx)
+        return gx, g_weight, g_bias, g1, g2, *[None] * len(bases)
 
 
 class _LayoutBarrier(torch.autograd.Function):
@@ -389,28 +540,29 @@ class _LayoutBarrier(torch.autograd.Function):
         return grad.clone(memory_format=torch.contiguous_format)
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _ContiguousBmm.apply(a, b)
-
-
 @functools.lru_cache(maxsize=256)
 def _cached_dft_bases(*args) -> tuple[torch.Tensor, ...]:
-    """``truncated_dft_bases`` memoised: one set per (sizes, modes, norm, dtype, device), a few KB each;
-    rebuilding them is ~40 small ops per call, a third of the layer's time at 8 channels and 32 px.
+    """``truncated_dft_bases`` memoised, as six contiguous matrices (fwt, th[0], th[1], gh[0],
+    gh[1], gw): one set per (sizes, modes, norm, dtype, device), a few KB each; rebuilding
+    them is ~40 small ops per call, a third of the layer's time at 8 channels and 32 px.
     (Under torch.compile they are built inside the graph instead, and constant-folded.)"""
-    return truncated_dft_bases(*args)
+    fwt, th, gh, gw = truncated_dft_bases(*args)
+    return tuple(t.contiguous() for t in (fwt, th[0], th[1], gh[0], gh[1], gw))
 
 
 def truncated_dft_bases(in_size: Size, out_size: Size, m1: int, m2: int, norm: str, dtype: torch.dtype,
                         device: torch.device) -> tuple[torch.Tensor, ...]:
     """Real matrices that compute rfft2 -> keep modes -> irfft2 as matrix products.
 
-    Kept row frequencies k1 in [0, m1) and [-m1, 0), column frequencies k2 in [0, m2).
-    With phase angles phi = 2 pi k h / H:
+    Kept row frequencies k1 in [0, m1) (band 1, ``weights1``) and [-m1, 0) (band 2,
+    ``weights2``), column frequencies k2 in [0, m2). With phase angles phi = 2 pi k n / N,
+    c = cos phi and s = sin phi:
 
-    * ``fw`` (W, 2 m2): sum_w x e^{-i k2 w}, real parts then imaginary parts;
-    * ``fh`` (2H, 2M): the same along rows for a [re | im] row vector, M = 2 m1;
-    * ``gh`` (2M, 2Ho): sum_k1 Y e^{+i k1 h'} (rows of the inverse);
+    * ``fwt`` (2 m2, W): sum_w x e^{-i k2 w} = [c; -s] x, real parts then imaginary parts;
+    * ``th`` (2, 4 m1, H): the same along H for A = A_re + i A_im: X = th[0] A_re + th[1] A_im,
+      rows ordered (band, [re|im], k1): th[0] = [c1; -s1; c2; -s2], th[1] = [s1; c1; s2; c2];
+    * ``gh`` (2, 4 m1, Ho): sum_k1 Y e^{+i k1 h'} for Y with rows (band, [re|im], k1):
+      Z_re = Y^T gh[0], Z_im = Y^T gh[1], with the same block pattern as ``th``;
     * ``gw`` (2 m2, Wo): the real inverse along columns, c2r's rule: weight 1 for
       k2 = 0 and the Nyquist column, 2 for the others, imaginary parts of those two
       columns ignored -- what torch.fft.irfft2 does with a non-Hermitian spectrum.
@@ -421,26 +573,29 @@ def truncated_dft_bases(in_size: Size, out_size: Size, m1: int, m2: int, norm: s
     """
     (h, w), (ho, wo) = in_size, out_size
     f64 = dict(dtype=torch.float64, device=device)
-    k1 = torch.cat([torch.arange(m1, **f64), torch.arange(-m1, 0, **f64)])
+    bands = (torch.arange(m1, **f64), torch.arange(-m1, 0, **f64))
     k2 = torch.arange(m2, **f64)
     scale_in = {"backward": (1.0, 1.0), "forward": (1 / w, 1 / h), "ortho": (w ** -0.5, h ** -0.5)}[norm]
     scale_out = {"backward": (1 / ho, 1 / wo), "forward": (1.0, 1.0), "ortho": (ho ** -0.5, wo ** -0.5)}[norm]
 
-    ang = 2 * math.pi * torch.outer(torch.arange(w, **f64), k2) / w
-    fw = torch.cat([ang.cos(), -ang.sin()], 1) * scale_in[0]
-    ang = 2 * math.pi * torch.outer(torch.arange(h, **f64), k1) / h
-    c, s = ang.cos(), ang.sin()
-    fh = torch.cat([torch.cat([c, -s], 1), torch.cat([s, c], 1)], 0) * scale_in[1]
-    ang = 2 * math.pi * torch.outer(k1, torch.arange(ho, **f64)) / ho
-    c, s = ang.cos(), ang.sin()
-    gh = torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)], 0) * scale_out[0]
+    def rows(n: int, scale: float) -> torch.Tensor:
+        """(2, 4 m1, n): [c1; -s1; c2; -s2] and [s1; c1; s2; c2] over positions 0..n-1."""
+        cs = [(ang.cos() * scale, ang.sin() * scale)
+              for ang in (2 * math.pi * torch.outer(k1, torch.arange(n, **f64)) / n for k1 in bands)]
+        return torch.stack([torch.cat([t for c, s in cs for t in (c, -s)]),
+                            torch.cat([t for c, s in cs for t in (s, c)])])
+
+    ang = 2 * math.pi * torch.outer(k2, torch.arange(w, **f64)) / w
+    fwt = torch.cat([ang.cos(), -ang.sin()], 0) * scale_in[0]
+    th = rows(h, scale_in[1])
+    gh = rows(ho, scale_out[0])
     weight = torch.full((m2,), 2.0, **f64)
     weight[0] = 1.0
     if wo % 2 == 0 and m2 - 1 == wo // 2:
         weight[-1] = 1.0
     ang = 2 * math.pi * torch.outer(k2, torch.arange(wo, **f64)) / wo
     gw = torch.cat([weight[:, None] * ang.cos(), -weight[:, None] * ang.sin()], 0) * scale_out[1]
-    return tuple(t.to(dtype) for t in (fw, fh, gh, gw))
+    return tuple(t.to(dtype) for t in (fwt, th, gh, gw))
 
 
 # ----------------------------------------------------------------------------
@@ -484,13 +639,31 @@ class DualConv(nn.Module):
 
     def forward(self, x: torch.Tensor, out_size: Size | None = None) -> torch.Tensor:
         size = self.output_size(tuple(x.shape[-2:]), out_size)
+        if self._fusable(x, size):
+            spec, conv = self.spectral_conv, self.spatial_conv
+            spec.check_sizes(size, size)
+            bases = _cached_dft_bases(size, size, spec.modes1, spec.modes2, spec.norm, x.dtype, x.device)
+            return _DualConvDFT.apply(x.contiguous(), conv.weight, conv.bias, spec.weights1, spec.weights2, *bases)
         y = None
         if self.spatial_conv is not None:
             y = self.spatial_conv(x, out_size=size)
         if self.spectral_conv is not None:
-            s = self.spectral_conv(x, out_size=size)
-            y = s if y is None else y + s
+            y = self.spectral_conv(x, out_size=size, add_to=y)  # y + spectral(x), the sum fused
         return y
+
+    def _fusable(self, x: torch.Tensor, size: Size) -> bool:
+        """Whether the two branches run as one autograd node (``_DualConvDFT``): eager mode, the
+        default spectral path with the authors' product, no resampling, no autocast, one dtype."""
+        conv, spec = self.spatial_conv, self.spectral_conv
+        if (conv is None or spec is None or self.up or self.down or conv.weight is None or conv.kernel % 2 == 0
+                or spec.impl == "reference" or spec.product != "componentwise" or torch.compiler.is_compiling()
+                or size != tuple(x.shape[-2:])):
+            return False
+        kind = x.device.type
+        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+            return False
+        return (x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
+                and (conv.bias is None or conv.bias.dtype == x.dtype))
 
 
 # ----------------------------------------------------------------------------

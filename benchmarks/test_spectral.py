@@ -1,0 +1,178 @@
+"""The spectral layer's fast path against its reference, side by side in one run (issue #16).
+
+Whole DFU = EDMPrecond(DualUNet), forward + backward of the loss ``D(x; sigma)^2.mean()``,
+batch 8, training mode, the same weights and inputs for both computations of
+``SpectralConv2d``:
+
+* ``reference`` -- the authors' semantics written plainly (rfft2, two einsums into a
+  zero-filled spectrum, irfft2; DualConv adds it to the spatial branch);
+* ``dft`` -- the default fast path (truncated DFT as matrix products, one autograd node).
+
+Architectures: ``fixture`` (the authors' own DualUNet config and weights from
+tests/data/authors_dualunet_fixture.pt: 8 channels, levels 0-1 dual) and ``cpu-small``
+(32 channels, levels 0-2 dual). Rounds are interleaved: the benchmarked (timed) call is
+the fast path, and pytest-benchmark's ``setup`` runs and times the reference -- and the
+same network without spectral branches (``spatial_only``, the floor no spectral
+implementation can beat) -- right before it, so all see the same machine state.
+``extra_info`` carries every time (wall and CPU) and the ratios, which
+``benchmarks/ratios.py`` prints. Before timing, outputs (within 1e-5) and all gradients
+are checked against the reference.
+
+The layer alone (group ``spectral-layer``) is measured the same way at the sizes the two
+networks run it.
+
+Threads: 1 unless $DFU_BENCH_THREADS says otherwise. On the shared 2-core machine two
+OpenMP threads fighting other processes made single rounds 10-20x slower and the ratios
+meaningless; with one thread the CPU time (process_time) of a round is what an idle
+machine's wall time would be. $DFU_BENCH_ROUNDS sets the number of rounds (7).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.edm import EDMPrecond
+from models.layers import SpectralConv2d
+from models.networks import ArchConfig, DualUNet, get_arch
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "authors_dualunet_fixture.pt"
+BATCH = 8
+ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
+    yield torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
+def set_impl(module: torch.nn.Module, impl: str) -> None:
+    for m in module.modules():
+        if isinstance(m, SpectralConv2d):
+            m.impl = impl
+
+
+def build(arch: str, mode: str = "dual") -> EDMPrecond:
+    """The network with fixed weights: the authors' fixture state dict, or seed 0."""
+    if arch == "fixture":
+        fx = torch.load(FIXTURE, weights_only=True)
+        net = EDMPrecond(DualUNet(ArchConfig.from_dict({**fx["arch"], "mode": mode})))
+        net.load_state_dict(fx["state_dict"], strict=mode == "dual")
+        return net.train()
+    torch.manual_seed(0)
+    return EDMPrecond(DualUNet(get_arch(arch, mode=mode))).train()
+
+
+def timed(fn, log: dict, key: str):
+    """fn, recording its wall-clock and CPU (process) time under ``key``."""
+    def call():
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        log.setdefault(key, []).append((time.perf_counter() - w, time.process_time() - c))
+    return call
+
+
+def interleaved(benchmark, fast, references: dict, rounds: int = ROUNDS, warmup: int = 1) -> dict:
+    """Benchmark ``fast``; every entry of ``references`` (name -> call) runs, timed by us, right
+    before each round. Ratios use CPU time (immune to being descheduled on a shared machine;
+    with 1 thread it equals the wall time of an idle machine) and wall time."""
+    log: dict = {}
+    calls = [timed(fn, log, name) for name, fn in references.items()]
+    def setup():
+        for call in calls:
+            call()
+
+    benchmark.pedantic(timed(fast, log, "fast"), setup=setup, rounds=rounds, warmup_rounds=warmup)
+    info = {"threads": torch.get_num_threads(), "rounds": rounds}
+    if benchmark.disabled:
+        return info
+    for name, samples in log.items():
+        samples = samples[warmup:]
+        info[f"{name}_seconds"] = [w for w, _ in samples]
+        info[f"{name}_cpu_seconds"] = [c for _, c in samples]
+    fast_cpu = info["fast_cpu_seconds"]
+    for name in references:
+        ref_cpu, ref_wall = info[f"{name}_cpu_seconds"], info[f"{name}_seconds"]
+        info[f"fast_over_{name}_cpu_median"] = statistics.median(fast_cpu) / statistics.median(ref_cpu)
+        info[f"fast_over_{name}_cpu_min"] = min(fast_cpu) / min(ref_cpu)
+        info[f"fast_over_{name}_wall_median"] = statistics.median(info["fast_seconds"]) / statistics.median(ref_wall)
+    benchmark.extra_info.update(info)
+    return info
+
+
+def run_step(net: EDMPrecond, x: torch.Tensor, sigma: torch.Tensor):
+    net.zero_grad(set_to_none=True)
+    y = net(x, sigma)
+    y.square().mean().backward()
+    return y
+
+
+@pytest.mark.benchmark(group="dfu-fwdbwd")
+@pytest.mark.parametrize("res", [32, 64])
+@pytest.mark.parametrize("arch", ["fixture", "cpu-small"])
+def test_dfu_fwdbwd(benchmark, arch, res):
+    net = build(arch)
+    g = torch.Generator().manual_seed(res)
+    x = torch.randn(BATCH, 3, res, res, generator=g)
+    sigma = torch.exp(torch.randn(BATCH, generator=g) * 1.2 - 1.2)
+
+    results = {}
+    for impl in ("reference", "dft"):
+        set_impl(net, impl)
+        y = run_step(net, x, sigma).detach()
+        results[impl] = (y, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    (y_ref, g_ref), (y_fast, g_fast) = results["reference"], results["dft"]
+    assert (y_ref - y_fast).abs().max().item() <= 1e-5
+    assert g_ref.keys() == g_fast.keys()
+    for name, g_r in g_ref.items():  # float32 sums over the batch: relative to the gradient's size
+        assert (g_r - g_fast[name]).abs().max().item() <= 1e-5 * max(1.0, g_r.abs().max().item()), name
+
+    def step(impl, model=net):
+        def call():
+            set_impl(model, impl)
+            run_step(model, x, sigma)
+        return call
+
+    # the same network without its spectral branch: what no spectral implementation can beat
+    spatial = build(arch, mode="spatial")
+    benchmark.extra_info.update(arch=arch, resolution=res, batch=BATCH,
+                                max_abs_output_diff=(y_ref - y_fast).abs().max().item())
+    # order: spatial-only, reference, fast -- the reference and the fast path each follow a run of
+    # the same network (same weights in cache), so neither is favoured
+    interleaved(benchmark, step("dft"), {"spatial_only": step("dft", spatial), "reference": step("reference")},
+                rounds=ROUNDS if res == 32 else max(3, ROUNDS - 2))
+
+
+# (name, in = out channels, modes1, modes2, grid): the sizes the two networks run the layer at
+LAYERS = [
+    ("fixture-l0-32px", 8, 6, 4, 32), ("fixture-l1-32px", 16, 3, 2, 16), ("fixture-l0-64px", 8, 6, 4, 64),
+    ("small-l0-32px", 32, 8, 5, 32), ("small-l1-32px", 64, 4, 3, 16), ("small-l2-32px", 64, 2, 2, 8),
+    ("small-l0-64px", 32, 8, 5, 64), ("small-l1-64px", 64, 4, 3, 32),
+]
+
+
+@pytest.mark.benchmark(group="spectral-layer")
+@pytest.mark.parametrize("name,channels,m1,m2,grid", LAYERS, ids=[c[0] for c in LAYERS])
+def test_spectral_layer_fwdbwd(benchmark, name, channels, m1, m2, grid):
+    torch.manual_seed(0)
+    layer = SpectralConv2d(channels, channels, m1, m2)
+    x = torch.randn(BATCH, channels, grid, grid, requires_grad=True)
+    gy = torch.randn(BATCH, channels, grid, grid)
+
+    def step(impl):
+        def call():
+            layer.impl = impl
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x).backward(gy)
+        return call
+
+    interleaved(benchmark, step("dft"), {"reference": step("reference")}, rounds=15, warmup=2)
+    benchmark.extra_info.update(layer=name, batch=BATCH)
