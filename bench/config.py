@@ -269,8 +269,9 @@ class MetricsConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if "fid" not in self.metrics:
-            raise ValueError("metrics must include fid (the plot and tables are built on it)")
+        if "fid" not in self.metrics and not any(METRICS[m].exact for m in self.metrics):
+            raise ValueError("metrics must include fid (the plot and tables are built on it), or a metric "
+                             "scored against the dataset's exact answer (grf-spectrum)")
         if not self.fid_modes:
             raise ValueError("fid_mode is an empty list; give clean, legacy or a list of them")
         if len(set(self.fid_modes)) != len(self.fid_modes):
@@ -328,6 +329,9 @@ class SuiteConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = 0
+    seeds: Optional[list[Annotated[int, Field(ge=0)]]] = Field(
+        None, min_length=1, description="training seeds: every trained model is trained once per seed (each as "
+        "with `seed: T`); sampling seed sets stay as they are. Reports give mean and a 95% interval over them")
     device: str = "auto"
     dataset: DatasetConfig
     models: list[ModelConfig] = Field(min_length=1)
@@ -343,6 +347,20 @@ class SuiteConfig(Strict):
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
         return self
+
+    @model_validator(mode="after")
+    def _check_seeds(self):
+        if self.seeds is not None:
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError("seeds contains duplicates")
+            if "seed" in self.model_fields_set:
+                raise ValueError("give seed (one training seed) or seeds (a list), not both")
+        return self
+
+    @property
+    def train_seeds(self) -> list[int]:
+        """The training seeds: `seeds`, or the one `seed`."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
     @model_validator(mode="after")
     def _check_report(self):

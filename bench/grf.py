@@ -359,6 +359,11 @@ class GRF:
     def image(self, i: int, resolution: int) -> np.ndarray:
         return self.images([i], resolution)[0]
 
+    def exact_scores(self, images: np.ndarray) -> dict:
+        """The `grf-spectrum` metric of one resolution's samples against this field's exact answer
+        (what `bench run` hands the metric table as its exact-answer scorer)."""
+        return grf_spectrum_metric(images, self)
+
     def describe(self) -> dict:
         return {"kind": self.name, "size": self.size, "seed": self.seed, "synthesis": self.synthesis,
                 **self.spectrum.describe(),

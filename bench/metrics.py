@@ -2,9 +2,11 @@
 
 `METRICS` is the one list of metrics. An entry says what a suite and `bench
 metrics` call it (`name`), which metrics.csv columns it fills, with each column's
-label, direction and print format (`columns`), what it is computed from
+label, direction and print format (`columns`, and `companions`: a standard error,
+a tolerance or an exact answer that qualifies them), what it is computed from
 (`needs`: Inception features of whole images, Inception features of patch crops,
-or pixels) and how (`compute`). Everything else derives from it: the names a
+or pixels) and how (`compute`; `bootstrap` for its standard error over samples;
+`exact` when it scores against the dataset's own exact answer, bench.grf). Everything else derives from it: the names a
 suite may list (bench.config), the dispatch (bench.scoring), the CSV columns
 (bench.results) and the tables' labels and formats (bench.tables). To add a
 metric, add a function and an entry here.
@@ -15,11 +17,13 @@ stored with the mode it came from.
 
 The rest is math on arrays: pure functions of features (FID, KID,
 precision/recall) or of pixels (power spectra, patch crops), numpy only --
-except two functions that call clean-fid's and torch-fidelity's own code, so the
-numbers are theirs; those import inside (see there why).
+except precision/recall, which calls torch-fidelity's own code so the numbers are
+theirs (imported inside, see there why). KID follows clean-fid's code line for
+line and is tested equal to it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Iterable, Optional
@@ -66,6 +70,11 @@ class MetricOptions:
     pr_k: int = 3  # k of the k-NN manifolds of precision/recall
     patch_size: int = 32  # patch crops, px at the native resolution
     patches_per_image: int = 4
+    bootstrap: int = 0  # resamples of the bootstrap over samples (0: none); see `bootstrap_se`
+    bootstrap_seed: int = 0
+    # the dataset's exact-answer scorer (images -> {column: value}), for metrics marked `exact`;
+    # set by `bench run` from a dataset that has one (bench.grf), None elsewhere
+    exact: Optional[Callable[[np.ndarray], dict]] = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,7 @@ class Column:
     label: str
     lower_is_better: bool
     fmt: str
+    ranked: bool = True  # False: neither direction is better (a value to compare with its exact answer)
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,12 @@ class Metric:
     needs: str  # one of NEEDS
     columns: tuple[Column, ...]
     compute: Callable[[SetStats, SetStats, MetricOptions], dict[str, float]]  # (real, fake, options) -> columns
+    # columns that qualify the main ones (a standard error, a tolerance, the exact answer): written
+    # to metrics.csv after the main columns, shown beside their metric, never ranked or tabled alone
+    companions: tuple[Column, ...] = ()
+    # (real, fake, options) -> {companion column: value}: the bootstrap over samples, when options.bootstrap
+    bootstrap: Optional[Callable[[SetStats, SetStats, MetricOptions], dict[str, float]]] = None
+    exact: bool = False  # scored against the dataset's exact answer (options.exact), not a reference set
 
 
 def _fid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
@@ -136,7 +152,24 @@ def _fid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
 
 
 def _kid(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
-    return {"kid": kid(fake.features, real.features, o.kid_subset_seed)}
+    value, std = kid_with_std(fake.features, real.features, o.kid_subset_seed)
+    return {"kid": value, "kid_subset_std": std}
+
+
+def _fid_bootstrap(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"fid_se": bootstrap_se(real.features, fake.features, frechet_distance, o)}
+
+
+def _kid_bootstrap(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    return {"kid_se": kid_bootstrap_se(fake.features, real.features, o)}
+
+
+def _exact(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
+    if o.exact is None:
+        raise BenchError("grf-spectrum is scored against a dataset's exact answer; only a suite whose dataset has "
+                         "one (kind: grf) can ask for it")
+    out = o.exact(fake.pixels.images)
+    return {c.name: float(out[c.name]) for m in METRICS.values() if m.exact for c in m.columns + m.companions}
 
 
 def _pr(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, float]:
@@ -156,20 +189,39 @@ def _spectral(real: SetStats, fake: SetStats, o: MetricOptions) -> dict[str, flo
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("fid", "features", (Column("fid", "FID", True, "{:.2f}"),), _fid),
-    Metric("kid", "features", (Column("kid", "KID", True, "{:.4f}"),), _kid),
+    Metric("fid", "features", (Column("fid", "FID", True, "{:.2f}"),), _fid,
+           companions=(Column("fid_se", "FID bootstrap standard error", True, "{:.2f}"),), bootstrap=_fid_bootstrap),
+    Metric("kid", "features", (Column("kid", "KID", True, "{:.4f}"),), _kid,
+           companions=(Column("kid_subset_std", "KID std over subsets", True, "{:.4f}"),
+                       Column("kid_se", "KID bootstrap standard error", True, "{:.4f}")), bootstrap=_kid_bootstrap),
     Metric("pr", "features", (Column("precision", "precision", False, "{:.3f}"),
                               Column("recall", "recall", False, "{:.3f}")), _pr),
     Metric("patch-fid", "patches", (Column("patch_fid", "patch FID", True, "{:.2f}"),), _patch_fid),
     Metric("patch-kid", "patches", (Column("patch_kid", "patch KID", True, "{:.4f}"),), _patch_kid),
     Metric("spectral", "pixels", (Column("spectral_lsd", "log-spectral distance (dB)", True, "{:.2f}"),),
            _spectral),
+    # bench.grf.grf_spectrum_metric: the analytic power spectrum and correlation length, no reference set
+    Metric("grf-spectrum", "pixels", (
+        Column("grf_lsd_db", "log-spectral error vs the analytic spectrum (dB)", True, "{:.2f}"),
+        Column("grf_corr_length", "correlation length (image widths)", True, "{:.4f}", ranked=False)), _exact,
+        companions=(Column("grf_lsd_tol_db", "its tolerance for real samples (dB)", True, "{:.2f}"),
+                    Column("grf_corr_length_expected", "exact correlation length (image widths)", True, "{:.4f}"),
+                    Column("grf_corr_length_tol", "its tolerance for real samples", True, "{:.4f}")),
+        exact=True),
 )}
 # every metric column, in table order (the order of metrics.csv and of the report's tables)
 COLUMNS: dict[str, Column] = {c.name: c for m in METRICS.values() for c in m.columns}
+# the companion columns, in table order (after the main ones in metrics.csv)
+COMPANIONS: dict[str, Column] = {c.name: c for m in METRICS.values() for c in m.companions}
 # columns computed from Inception features, so they depend on the FID mode (the pixel ones do not)
 INCEPTION_COLUMNS: frozenset[str] = frozenset(c.name for m in METRICS.values() if m.needs != "pixels"
-                                              for c in m.columns)
+                                              for c in m.columns + m.companions)
+# main column -> its bootstrap standard-error column (the companions named <column>_se)
+SE_COLUMNS: dict[str, str] = {c.name: f"{c.name}_se" for m in METRICS.values() for c in m.columns
+                              if f"{c.name}_se" in COMPANIONS}
+BOOTSTRAP_RESAMPLES = 100  # what `bench run` asks for where a suite has one training seed
+BOOTSTRAP_MAX_N = 500  # the bootstrap over samples runs only on sets this small (its cost grows as N^2)
+Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
 
 
 def select(names: Iterable[str]) -> list[Metric]:
@@ -228,16 +280,75 @@ def kid(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int =
     reproducible (and, with equal set sizes <= max_subset_size, every subset is
     the whole set, so the estimator is deterministic whatever the seed).
     """
-    # inside: cleanfid.fid pulls in torchvision, 1.2 s after torch (python -X importtime), and this
-    # module is imported by bench.config, i.e. by every command
-    from cleanfid.fid import kernel_distance
+    return kid_with_std(f1, f2, subset_seed, num_subsets, max_subset_size)[0]
 
+
+def kid_with_std(f1: np.ndarray, f2: np.ndarray, subset_seed: int = 0, num_subsets: int = 100,
+                 max_subset_size: int = 1000) -> tuple[float, float]:
+    """(KID, its standard deviation over the subsets): clean-fid's `kernel_distance`, line for line.
+
+    The same subset draws from the global numpy RNG (seeded here and restored), the
+    same arithmetic in the same order, so the KID is clean-fid's to the last bit
+    (tests/test_metrics.py compares the two); the per-subset values it sums are kept
+    for their standard deviation (ddof 1; 0 when every subset is the whole set).
+    """
     state = np.random.get_state()
     np.random.seed(subset_seed)
     try:
-        return float(kernel_distance(f1, f2, num_subsets=num_subsets, max_subset_size=max_subset_size))
+        n = f1.shape[1]
+        m = min(min(f1.shape[0], f2.shape[0]), max_subset_size)
+        t, values = 0, []
+        for _ in range(num_subsets):
+            x = f2[np.random.choice(f2.shape[0], m, replace=False)]
+            y = f1[np.random.choice(f1.shape[0], m, replace=False)]
+            a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+            b = (x @ y.T / n + 1) ** 3
+            v = (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+            t += v
+            values.append(v / m)
     finally:
         np.random.set_state(state)
+    std = float(np.std(values, ddof=1)) if num_subsets > 1 else 0.0
+    return float(t / num_subsets / m), std
+
+
+def _resamples(n_real: int, n_fake: int, o: MetricOptions):
+    """The bootstrap's index draws: (real indices, fake indices) o.bootstrap times, from one seeded generator."""
+    rng = np.random.default_rng([o.bootstrap_seed, n_real, n_fake])
+    for _ in range(o.bootstrap):
+        yield rng.integers(0, n_real, n_real), rng.integers(0, n_fake, n_fake)
+
+
+def bootstrap_se(real: np.ndarray, fake: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], float],
+                 o: MetricOptions) -> float:
+    """Standard error of fn(fake, real) over samples: both sets resampled with replacement
+    o.bootstrap times (seeded: the same sets give the same number), the std of the recomputed
+    values. NaN when either set is larger than BOOTSTRAP_MAX_N or o.bootstrap < 2."""
+    if o.bootstrap < 2 or max(len(real), len(fake)) > BOOTSTRAP_MAX_N:
+        return math.nan
+    values = [fn(fake[j], real[i]) for i, j in _resamples(len(real), len(fake), o)]
+    return float(np.std(values, ddof=1))
+
+
+def kid_bootstrap_se(f1: np.ndarray, f2: np.ndarray, o: MetricOptions) -> float:
+    """bootstrap_se of KID (f1 generated, f2 real), from the kernel matrices computed once.
+
+    Each resample's KID is the unbiased MMD^2 of the whole resampled sets (clean-fid's
+    estimator with one subset of all images); pairs of copies of one image are left out of
+    the within-set sums, as the unbiased estimator leaves out an image paired with itself."""
+    if o.bootstrap < 2 or max(len(f1), len(f2)) > BOOTSTRAP_MAX_N:
+        return math.nan
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    d = f1.shape[1]
+    kxx, kyy, kxy = ((f2 @ f2.T / d + 1) ** 3, (f1 @ f1.T / d + 1) ** 3, (f2 @ f1.T / d + 1) ** 3)
+
+    def within(k: np.ndarray, idx: np.ndarray) -> float:
+        distinct = idx[:, None] != idx[None, :]
+        return float(k[np.ix_(idx, idx)][distinct].mean())
+
+    values = [within(kxx, i) + within(kyy, j) - 2 * float(kxy[np.ix_(i, j)].mean())
+              for i, j in _resamples(len(f2), len(f1), o)]
+    return float(np.std(values, ddof=1))
 
 
 def precision_recall(features_real, features_fake, k: int = 3) -> dict[str, float]:

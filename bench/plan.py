@@ -9,7 +9,10 @@ are collected and raised as one BenchError, one line each, before a run
 directory exists. Then it resolves each model into a `ModelPlan`: its adapter
 and role, the real-data resolutions it learned from (as ints), its TrainSettings,
 its fine-tune base, its source -- the facts every stage reads and none works out
-again.
+again. A suite with `seeds:` gets one ModelPlan per model and training seed T for
+every model a training seed touches (trained, fine-tuned, or resizing such a
+model's samples), each built and trained as the suite with `seed: T` would be;
+`key` names its place in the run directory (bench.rundir.model_key).
 
 What the harness knows about a model comes from its adapter's interface
 (trainable, uses_source, role, resolution_problem, ...): nothing here tests an
@@ -30,6 +33,8 @@ from bench.errors import BenchError
 from bench.inception import resolve
 from bench.dist import pick_device
 from bench.io import rank_info
+from bench.metrics import select
+from bench.rundir import model_key
 from models.adapters import ADAPTERS, ROLES, Adapter, Setup
 from models.augment import LABEL_DIM
 from models.training import TrainSettings
@@ -62,6 +67,8 @@ class ModelPlan:
     source: Optional[str]  # uses_source adapters: the model whose samples it resizes, or "data"
     base_resolution: Optional[int]  # ... at this resolution
     sample: SampleSettings
+    train_seed: Optional[int] = None  # the suite's `seeds:` entry this instance was trained with, else None
+    key: str = ""  # its name in the run directory: the model's name, or name@tT per training seed
 
     @property
     def largest_trained_resolution(self) -> int:
@@ -76,12 +83,17 @@ class Plan:
     cfg: SuiteConfig
     device: torch.device
     dataset: ImageDataset
-    models: tuple[ModelPlan, ...]  # in the suite's order
+    models: tuple[ModelPlan, ...]  # in the suite's order; per model, one per training seed it depends on
     sample: SampleSettings
     reference_n: int  # real images per resolution the metrics compare against
 
-    def model(self, name: str) -> ModelPlan:
-        return next(m for m in self.models if m.name == name)
+    def model(self, name: str, train_seed: Optional[int] = None) -> ModelPlan:
+        """The model called `name` (trained with `train_seed`, where it has one)."""
+        return next(m for m in self.models if m.name == name and m.train_seed in (train_seed, None))
+
+    @property
+    def train_seeds(self) -> list[int]:
+        return self.cfg.train_seeds
 
 
 def dataset_options(cfg: SuiteConfig) -> dict:
@@ -139,13 +151,26 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     if cfg.runtime.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         problems.append(f"runtime.precision: bf16 is not supported on {torch.cuda.get_device_name(device)}; "
                         "use fp32")
+    exact = [m.name for m in select(cfg.metrics.metrics) if m.exact]
+    if exact and not callable(getattr(dataset, "exact_scores", None)):
+        problems.append(f"metrics.metrics: {', '.join(exact)} scores against a dataset's exact answer, which "
+                        f"the {cfg.dataset.kind} dataset does not have; use kind: grf or remove it")
     if problems:
         raise BenchError("\n".join(problems))
     resolve(cfg.metrics.inception_path)  # fail now, not after training
 
     s = cfg.sample
     sample = SampleSettings(tuple(s.resolutions), s.n, tuple(s.seeds), s.steps, s.batch_size)
-    models = tuple(_resolve(cfg, m, adapters[m.name], len(dataset), sample) for m in cfg.models)
+    models = []
+    for m in cfg.models:
+        if cfg.seeds is None or not _seeded(cfg, m):
+            models.append(_resolve(cfg, m, adapters[m.name], len(dataset), sample, None, cfg.seed))
+            continue
+        for t in cfg.seeds:
+            adapter = adapters[m.name] if t == cfg.seeds[0] and t == cfg.seed else \
+                _build(cfg, m, ADAPTERS[m.adapter], device, t)
+            models.append(_resolve(cfg, m, adapter, len(dataset), sample, t, t))
+    models = tuple(models)
     reference_n = min(s.n, len(dataset)) if rn is None else (len(dataset) if rn == "all" else rn)
     return Plan(cfg, device, dataset, models, sample, reference_n)
 
@@ -192,14 +217,14 @@ def _model_problems(cfg: SuiteConfig, i: int, device: torch.device, adapters: di
     return problems
 
 
-def _build(cfg: SuiteConfig, m: ModelConfig, cls: type, device: torch.device) -> Adapter:
-    """The model's adapter; its initial weights depend on the suite seed and the model's name only."""
+def _build(cfg: SuiteConfig, m: ModelConfig, cls: type, device: torch.device, seed: Optional[int] = None) -> Adapter:
+    """The model's adapter; its initial weights depend on the seed (default: the suite's) and the model's name only."""
     overrides = dict(m.arch_overrides)
     if m.train is not None and m.train.dropout is not None:
         overrides["dropout"] = m.train.dropout
     if _augmented(cfg, m):  # EDM's pipe conditions the network on its augmentation labels
         overrides.setdefault("augment_dim", LABEL_DIM)
-    torch.manual_seed(zlib.crc32(f"{cfg.seed}:{m.name}".encode()))
+    torch.manual_seed(zlib.crc32(f"{cfg.seed if seed is None else seed}:{m.name}".encode()))
     rt = cfg.runtime
     return cls.build(Setup(arch=m.arch, arch_overrides=overrides, device=device, sample_steps=cfg.sample.steps,
                            precision=rt.precision, compile_backend=rt.compile_backend if rt.compile else None,
@@ -262,16 +287,25 @@ def _finetune_problems(cfg: SuiteConfig, i: int, adapter: Adapter, adapters: dic
 # ------------------------------------------------------------------ resolution
 
 
+def _seeded(cfg: SuiteConfig, m: ModelConfig) -> bool:
+    """Whether a training seed touches the model: trained, or resizing a trained model's samples."""
+    if m.train is not None:
+        return True
+    cls = ADAPTERS.get(m.adapter)
+    return bool(cls is not None and cls.uses_source and m.source not in (None, "data")
+                and _seeded(cfg, _named(cfg, m.source)))
+
+
 def _resolve(cfg: SuiteConfig, m: ModelConfig, adapter: Adapter, dataset_size: int,
-             sample: SampleSettings) -> ModelPlan:
+             sample: SampleSettings, train_seed: Optional[int], seed: int) -> ModelPlan:
     return ModelPlan(
         name=m.name, config=m, adapter=adapter, role=adapter.role,
         train_resolutions=_real_resolutions(cfg, m),
-        train=_train_settings(cfg, m, adapter, dataset_size) if m.train is not None else None,
+        train=_train_settings(cfg, m, adapter, dataset_size, seed) if m.train is not None else None,
         finetune_base=m.finetune.base if m.finetune is not None else None,
         source=m.source if type(adapter).uses_source else None,
         base_resolution=m.base_resolution if type(adapter).uses_source else None,
-        sample=sample)
+        sample=sample, train_seed=train_seed, key=model_key(m.name, train_seed))
 
 
 def _named(cfg: SuiteConfig, name: str) -> ModelConfig:
@@ -313,10 +347,11 @@ def _base_augment(cfg: SuiteConfig, m: ModelConfig) -> Optional[float]:
     return None
 
 
-def _train_settings(cfg: SuiteConfig, m: ModelConfig, adapter: Adapter, dataset_size: int) -> TrainSettings:
-    """The TrainSettings of a model's training (or fine-tuning) run."""
+def _train_settings(cfg: SuiteConfig, m: ModelConfig, adapter: Adapter, dataset_size: int,
+                    suite_seed: int) -> TrainSettings:
+    """The TrainSettings of a model's training (or fine-tuning) run under the suite seed `suite_seed`."""
     t, ft = m.train, m.finetune
-    resolutions, weights, seed = list(t.resolutions), t.weights, cfg.seed
+    resolutions, weights, seed = list(t.resolutions), t.weights, suite_seed
     schedule = t.schedule or ("weighted" if weights else "round-robin")
     upsampled, frozen = None, ()
     ema_rampup, augment = t.ema_rampup, t.augment
@@ -332,7 +367,7 @@ def _train_settings(cfg: SuiteConfig, m: ModelConfig, adapter: Adapter, dataset_
             schedule = t.schedule or "weighted"
         upsampled = ((ft.target_resolution, _upsample_source(cfg, m)),)
         frozen = adapter.frozen_parameters(ft.strategy, ft.freeze)
-        seed = zlib.crc32(f"{cfg.seed}:finetune:{m.name}".encode())  # other draws than the base's
+        seed = zlib.crc32(f"{suite_seed}:finetune:{m.name}".encode())  # other draws than the base's
         # a transfer start: the EMA continues the base's EMA without a ramp-up, and the
         # augmentation is the base's, unless the suite says otherwise
         if "ema_rampup" not in t.model_fields_set:

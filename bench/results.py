@@ -1,15 +1,21 @@
 """metrics.csv: its columns, how a row is written, and how the file is read and aggregated.
 
-One row per (model, sampled resolution, seed set, FID mode). The metric columns
-come from the metric table (bench.metrics.COLUMNS), in its order; a file holds
-the columns some row has. `train_resolutions` is written as "16/24/32"
+One row per (model, training seed, sampled resolution, seed set, FID mode). The
+metric columns come from the metric table (bench.metrics.COLUMNS), in its order;
+after `role` come `train_seed` (only in runs of a suite with `seeds:`; empty for a
+model no training seed touches) and the table's companion columns (standard
+errors, KID's std over subsets, tolerances). A file holds the columns some row has,
+so files written before these columns read as they did. `train_resolutions` is written as "16/24/32"
 (`format_resolutions`) and parsed back by `parse_resolutions`, here only. `role`
 (models.adapters.ROLES: baseline, spatial, spectral) says how reports treat a
 model; files written before it existed get it from `role_of_old_adapter`.
 
 The read side is what the report's figures, tables and findings share: `frame`
-turns rows into a DataFrame, `aggregate` takes mean and std over seed sets, and
-the helpers pick FID modes, lead metrics and the training band.
+turns rows into a DataFrame, `aggregate` takes mean and std over seed sets and a
+95% interval (`interval` says which: a t-interval over training seeds where there
+are two or more, else the bootstrap over samples), `separated` says whether two
+intervals are apart, and the helpers pick FID modes, lead metrics and the training
+band.
 """
 from __future__ import annotations
 
@@ -18,14 +24,20 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bench.io import atomic_path
 from bench.metrics import COLUMNS as METRIC_COLUMNS
+from bench.metrics import COLUMNS as METRIC_TABLE
+from bench.metrics import COMPANIONS, SE_COLUMNS, Z95
 from bench.rundir import RunDir
 
 COLUMNS = ("model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n", "n_ref",
-           *METRIC_COLUMNS, "fid_mode", "seconds", "feature_seconds", "role")
+           *METRIC_COLUMNS, "fid_mode", "seconds", "feature_seconds", "role", "train_seed", *COMPANIONS)
+T_INTERVAL = "t over training seeds"
+BOOTSTRAP_INTERVAL = "bootstrap over samples"
 DECIMALS = 6  # floats are rounded to this many places as a row is made, so reports see the file's numbers
 KEYS = ["model", "train_resolutions", "sample_resolution"]
 BIASED_FID_N = 5000  # below this many images per set, FID's bias leads reports to KID
@@ -112,8 +124,10 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 
 def lead_metrics(df: pd.DataFrame) -> list[str]:
-    """Metric columns in reading order: KID first when FID is biased by small N."""
+    """Metric columns in reading order: KID first when FID is biased by small N; unranked columns
+    (compared with an exact answer, not ordered) never lead."""
     cols = metric_columns(df)
+    cols.sort(key=lambda c: not METRIC_TABLE[c].ranked)
     if int(df["n"].min()) < BIASED_FID_N and "kid" in cols:
         cols.remove("kid")
         cols.insert(0, "kid")
@@ -121,15 +135,59 @@ def lead_metrics(df: pd.DataFrame) -> list[str]:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seed sets per (model, train resolutions, sampled resolution, FID mode)."""
+    """Per (model, train resolutions, sampled resolution, FID mode): each metric's mean over every row,
+    `<col>_std` (std over the rows: seed sets, and training seeds where there are several),
+    `<col>_lo`/`<col>_hi` (its 95% interval, NaN where none can be given) and the companions' means;
+    `seed_sets`, `train_seeds` (k) and `interval` (how the interval was made).
+
+    The interval, for k >= 2 training seeds: Student's t over the k per-seed means (each the mean
+    over its seed sets), mean +- t_(0.975, k-1) s / sqrt(k). For one training seed: the bootstrap
+    over samples, mean +- 1.96 SE with SE = sqrt(sum of the seed sets' squared bootstrap SEs) / S
+    (the SE of a mean of S independent sets), where metrics.csv has the SE column.
+    """
     df = with_roles(df)
     cols = metric_columns(df)
-    g = df.groupby(KEYS + (["fid_mode"] if "fid_mode" in df.columns else []), sort=False)
-    out = g[cols].mean()
+    comp = [c for c in COMPANIONS if c in df.columns and df[c].notna().any()]
+    keys = KEYS + (["fid_mode"] if "fid_mode" in df.columns else [])
+    df = df.assign(_train=df["train_seed"].fillna(-1) if "train_seed" in df.columns else -1)
+    g = df.groupby(keys, sort=False)
+    out = g[cols + comp].mean()
     std = g[cols].std(ddof=1)
-    out = out.join(std.add_suffix("_std")).join(g["n"].min().rename("n")).join(g.size().rename("seed_sets"))
+    out = out.join(std.add_suffix("_std")).join(g["n"].min().rename("n"))
+    out = out.join(g["seed_set"].nunique().rename("seed_sets")).join(g["_train"].nunique().rename("train_seeds"))
     out = out.join(g["adapter"].first()).join(g["role"].first())
+    per_seed = df.groupby(keys + ["_train"], sort=False)[cols].mean().groupby(level=keys, sort=False)
+    k = out["train_seeds"].to_numpy()
+    t = np.where(k >= 2, stats.t.ppf(0.975, np.maximum(k - 1, 1)), np.nan)
+    for col in cols:
+        half = t * (per_seed[col].std(ddof=1).reindex(out.index) / np.sqrt(k)).to_numpy()
+        se_col = SE_COLUMNS.get(col)
+        if se_col in df.columns:
+            se = g[se_col].apply(lambda x: np.sqrt((x ** 2).sum(min_count=len(x))) / len(x)).reindex(out.index)
+            half = np.where(k >= 2, half, Z95 * se.to_numpy())
+        out[f"{col}_lo"], out[f"{col}_hi"] = out[col] - half, out[col] + half
+    has_se = any(SE_COLUMNS.get(c) in df.columns for c in cols)
+    out["interval"] = np.where(k >= 2, T_INTERVAL, BOOTSTRAP_INTERVAL if has_se else "")
     return out.reset_index()
+
+
+def separated(a: pd.Series | dict, b: pd.Series | dict, col: str) -> Optional[bool]:
+    """Whether the 95% intervals of `col` in two aggregate rows are apart (None: a row has no interval)."""
+    lo_a, hi_a, lo_b, hi_b = (a.get(f"{col}_lo"), a.get(f"{col}_hi"), b.get(f"{col}_lo"), b.get(f"{col}_hi"))
+    if any(v is None or pd.isna(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+        return None
+    return bool(hi_a < lo_b or hi_b < lo_a)
+
+
+def interval_words(agg: pd.DataFrame) -> str:
+    """'95% intervals: t over 3 training seeds' -- what the aggregate's intervals are, for captions and findings."""
+    kinds = [x for x in dict.fromkeys(agg.get("interval", pd.Series(dtype=str))) if isinstance(x, str) and x]
+    if not kinds:
+        return "no intervals (one training seed and no bootstrap standard errors)"
+    k = int(agg["train_seeds"].max())
+    parts = [(f"Student's t over {k} training seeds" if kind == T_INTERVAL else
+              "mean +- 1.96 bootstrap standard errors over samples (one training seed)") for kind in kinds]
+    return "95% intervals: " + "; ".join(parts)
 
 
 def fid_modes(primary_first: Sequence[str], df: pd.DataFrame) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,7 +32,7 @@ from bench.errors import BenchError
 from bench.features import FeatureCache, build_feature_extractor, feature_cache
 from bench.images import image_grid
 from bench.io import PROJECT_ROOT, atomic_path, rank_info, write_json, write_text
-from bench.metrics import Pixels, needs
+from bench.metrics import BOOTSTRAP_RESAMPLES, Pixels, needs
 from bench.plan import ModelPlan, Plan, plan_suite
 from bench.progress import console, progress
 from bench.report import summary_table, write_report
@@ -90,19 +91,19 @@ def open_run_dir(run: RunDir, plan: Plan) -> None:
 
 def train(plan: Plan, run: RunDir, model: ModelPlan) -> None:
     """Train (or fine-tune) a model from its last checkpoint; a trained model is loaded instead."""
-    adapter, settings, final = model.adapter, model.train, run.checkpoint(model.name)
+    adapter, settings, final = model.adapter, model.train, run.checkpoint(model.key)
     if checkpoint.exists(final):
         adapter.load_state(*checkpoint.load(final))  # keeps the suite's sampling settings
         console.log(f"{model.name}: trained model found, not retraining")
         return
     if model.finetune_base is not None:
-        adapter.start_from(plan.model(model.finetune_base).adapter)
+        adapter.start_from(plan.model(model.finetune_base, model.train_seed).adapter)
         (target, source), = settings.upsampled
         console.log(f"{model.name}: fine-tuning {model.finetune_base} ({model.config.finetune.strategy}; "
                     f"{len(settings.frozen)} of {len(adapter.parameter_names())} parameter tensors frozen; "
                     f"{source} px upsampled to {target} px)")
     trainer = adapter.trainer(settings)
-    state = run.train_state(model.name)
+    state = run.train_state(model.key)
     if checkpoint.exists(state):
         tensors, meta = checkpoint.load(state)
         trainer.load_state_tensors(tensors, meta["step"], meta.get("losses", []))
@@ -116,10 +117,10 @@ def train(plan: Plan, run: RunDir, model: ModelPlan) -> None:
 
     t0 = time.perf_counter()
     with progress() as p:
-        task = p.add_task(f"train {model.name}", total=settings.steps, completed=trainer.step, unit="step")
+        task = p.add_task(f"train {model.key}", total=settings.steps, completed=trainer.step, unit="step")
         while trainer.step < settings.steps:
             loss = trainer.train_step(batch)
-            p.update(task, advance=1, description=f"train {model.name} loss {loss:.3f}")
+            p.update(task, advance=1, description=f"train {model.key} loss {loss:.3f}")
             if trainer.step % settings.checkpoint_every == 0 and trainer.step < settings.steps:
                 save_state()
     adapter.adopt(trainer)
@@ -144,7 +145,7 @@ def training_batches(plan: Plan, model: ModelPlan) -> Callable[[np.ndarray, int]
 
 def write_model_card(plan: Plan, run: RunDir, model: ModelPlan) -> None:
     """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory."""
-    path = run.model_card(model.name)
+    path = run.model_card(model.key)
     if path.is_file() or rank_info()[0] != 0:
         return
     card = model.adapter.model_card(plan.sample.resolutions, memory_resolution=model.largest_trained_resolution,
@@ -163,7 +164,7 @@ def samples(plan: Plan, run: RunDir, model: ModelPlan, res: int, seed_set: int) 
     file, so an interrupted set resumes from its finished batches (with any number of
     processes); rank 0 then merges the parts into one .npz that every rank reads.
     """
-    path = run.samples(model.name, res, seed_set)
+    path = run.samples(model.key, res, seed_set)
     dist.barrier()
     if not path.is_file():
         make_samples(plan, run, model, res, seed_set)
@@ -181,13 +182,13 @@ def make_samples(plan: Plan, run: RunDir, model: ModelPlan, res: int, seed_set: 
     if model.source is not None:
         adapter = adapter.with_source(source_images(plan, run, model, seed_set))
     if world > 1:
-        console.log(f"(rank {rank}/{world}) sample {model.name}@{res}: batches "
+        console.log(f"(rank {rank}/{world}) sample {model.key}@{res}: batches "
                     f"{dist.describe_batches(mine)} of {n_batches}")
     with progress() as p:
-        task = p.add_task(f"sample {model.name} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
+        task = p.add_task(f"sample {model.key} @{res} seeds {seed}-{seed + n - 1}", total=n, unit="img")
         for k in range(n_batches):
             lo, k_n = k * bs, min(bs, n - k * bs)
-            part = run.sample_part(model.name, res, seed_set, k)
+            part = run.sample_part(model.key, res, seed_set, k)
             if k in mine and not part.is_file():
                 t0 = time.perf_counter()
                 images = adapter.sample(k_n, res, seed + lo, k_n)
@@ -199,14 +200,15 @@ def make_samples(plan: Plan, run: RunDir, model: ModelPlan, res: int, seed_set: 
     if rank == 0:
         images, seconds = [], 0.0
         for k in range(n_batches):
-            with np.load(run.sample_part(model.name, res, seed_set, k)) as z:
+            with np.load(run.sample_part(model.key, res, seed_set, k)) as z:
                 images.append(z["images"])
                 seconds += float(z["seconds"])  # device-seconds, summed over ranks
         images = np.concatenate(images)
-        with atomic_path(run.samples(model.name, res, seed_set)) as tmp:
+        trained_with = {} if model.train_seed is None else {"train_seed": model.train_seed}
+        with atomic_path(run.samples(model.key, res, seed_set)) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, images=images, seeds=np.arange(seed, seed + n), seconds=seconds)
-        shutil.rmtree(run.sample_parts(model.name, res, seed_set), ignore_errors=True)
+                np.savez(f, images=images, seeds=np.arange(seed, seed + n), seconds=seconds, **trained_with)
+        shutil.rmtree(run.sample_parts(model.key, res, seed_set), ignore_errors=True)
         if seed_set == plan.sample.seeds[0]:
             preview(run, model, res, images)
     dist.barrier()
@@ -225,14 +227,14 @@ def source_images(plan: Plan, run: RunDir, model: ModelPlan, seed_set: int) -> C
         return real
     # another model's samples at the base resolution, sample j of the set <- seed s*n + j;
     # fetched here, before the per-rank batch loop (fetching is collective)
-    made, _ = samples(plan, run, plan.model(model.source), model.base_resolution, seed_set)
+    made, _ = samples(plan, run, plan.model(model.source, model.train_seed), model.base_resolution, seed_set)
     first = seed_set * plan.sample.n
     return lambda n, res, seed: made[seed - first:seed - first + n]
 
 
 def preview(run: RunDir, model: ModelPlan, res: int, images: np.ndarray) -> None:
     grid = image_grid(images[:16], cols=8)
-    with atomic_path(run.preview(model.name, res)) as tmp:
+    with atomic_path(run.preview(model.key, res)) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
@@ -240,20 +242,26 @@ def preview(run: RunDir, model: ModelPlan, res: int, images: np.ndarray) -> None
 
 
 def evaluate(plan: Plan, run: RunDir) -> list[dict]:
-    """metrics.csv: one row per (model, sampled resolution, seed set, FID mode), sampling on demand."""
+    """metrics.csv: one row per (model, training seed, sampled resolution, seed set, FID mode), sampling on
+    demand. A suite with `seeds:` adds the train_seed column; where a model has one training seed the
+    bootstrap over samples gives FID and KID their standard errors."""
     caches = feature_caches(plan)
     rows = []
     for res in plan.sample.resolutions:
         ref = reference_set(plan, res, caches)
         keep_references(run, ref)
         for model in plan.models:
+            seeded = {} if plan.cfg.seeds is None else {"train_seed": model.train_seed}
+            # one training seed gives no spread over seeds: the bootstrap over samples stands in
+            bootstrap = BOOTSTRAP_RESAMPLES if model.train_seed is None or len(plan.train_seeds) == 1 else 0
             for s in plan.sample.seeds:
                 fake, seconds = samples(plan, run, model, res, s)
-                for mode, scores in score_set(plan, ref, fake, caches, f"{model.name}@{res} s{s}").items():
+                for mode, scores in score_set(plan, ref, fake, caches, f"{model.key}@{res} s{s}",
+                                              bootstrap).items():
                     rows.append(row(model=model.name, adapter=model.config.adapter,
                                     train_resolutions=format_resolutions(model.train_resolutions),
                                     sample_resolution=res, seed_set=s, n=len(fake), n_ref=ref.n, fid_mode=mode,
-                                    seconds=seconds, **scores, role=model.role))
+                                    seconds=seconds, **scores, role=model.role, **seeded))
     log_feature_counts(caches)
     if rank_info()[0] == 0:
         write_metrics(run.metrics_csv, rows)
@@ -273,6 +281,8 @@ def reference_set(plan: Plan, res: int, caches: dict[str, FeatureCache]) -> refs
     mc = plan.cfg.metrics
     patches = ((mc.patch_size, mc.patches_per_image)
                if "patches" in needs(mc.metrics) and res >= mc.patch_size else None)
+    if not needs(mc.metrics) - {"pixels"}:
+        caches = {}  # pixel metrics only (grf-spectrum): no Inception features of the reference
     if mc.reference_n is None:
         return refset.held(plan.dataset, res, plan.reference_n, caches, patches)
     return refset.streamed(plan.dataset, res, plan.reference_n, caches, mc.batch_size, patches)
@@ -288,12 +298,15 @@ def keep_references(run: RunDir, ref: refset.ReferenceSet) -> None:
 
 
 def score_set(plan: Plan, ref: refset.ReferenceSet, fake: np.ndarray, caches: dict[str, FeatureCache],
-              label: str) -> dict[str, dict]:
+              label: str, bootstrap: int = 0) -> dict[str, dict]:
     """Every requested metric of one generated set against the reference set, per FID mode.
 
     Inception metrics come from each mode's features; the pixel metrics do not depend
-    on the mode and repeat in every mode's scores."""
+    on the mode and repeat in every mode's scores. `bootstrap`: resamples of the
+    bootstrap over samples (0: none); a metric scored against the dataset's exact
+    answer gets the dataset's scorer."""
     mc = plan.cfg.metrics
+    options = replace(mc.options, bootstrap=bootstrap, exact=getattr(plan.dataset, "exact_scores", None))
     pixels = Pixels(fake)
     out = {}
     for mode, cache in caches.items():
@@ -301,7 +314,7 @@ def score_set(plan: Plan, ref: refset.ReferenceSet, fake: np.ndarray, caches: di
         real = ref.stats(mode)
         stats = set_stats(fake, cache, mc.metrics, mc.options, "generated", f"{label} ({mode})",
                           patches=real.patches is not None, pixels=pixels)
-        out[mode] = {**score(mc.metrics, real, stats, mc.options), "feature_seconds": time.perf_counter() - t0}
+        out[mode] = {**score(mc.metrics, real, stats, options), "feature_seconds": time.perf_counter() - t0}
     return out
 
 

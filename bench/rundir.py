@@ -1,6 +1,7 @@
 """A run directory, `results/<suite>/<run-id>/`: every path of a run, its environment record, run ids.
 
-`RunDir` is the one place that spells the layout; every stage and the report ask
+`RunDir` is the one place that spells the layout (`<model>` is `model_key`: the
+model's name, or name@tT for its training with training seed T); every stage and the report ask
 it for paths (nothing else in bench/ joins run-directory path pieces). `LAYOUT`
 lists every path pattern with what it holds, in the order the README's listing
 gives them (tests/test_rundir.py checks the two against each other and against
@@ -171,6 +172,18 @@ class RunDir:
     def relative(self, path: Path) -> str:
         """`path` as seen from the run directory (for messages and links in index.md)."""
         return Path(path).relative_to(self.root).as_posix()
+
+
+def model_key(model: str, train_seed: Optional[int] = None) -> str:
+    """A model's name in the run directory (the `<model>` of LAYOUT): its name, or `name@tT` for
+    its training with training seed T in a suite with `seeds:`."""
+    return model if train_seed is None else f"{model}@t{int(train_seed)}"
+
+
+def model_of_key(key: str) -> tuple[str, Optional[int]]:
+    """model_key's inverse: 'dfu@t2' -> ('dfu', 2), 'dfu' -> ('dfu', None)."""
+    name, sep, seed = key.rpartition("@t")
+    return (name, int(seed)) if sep and seed.isdigit() else (key, None)
 
 
 def new_run_id() -> str:

@@ -30,12 +30,15 @@ def score(names: Iterable[str], real: SetStats, fake: SetStats, options: MetricO
 
     A metric whose inputs are missing is left out: a run's reference set has no
     patch features at resolutions below the patch size, so there are no patch
-    metrics there. Unknown names are a BenchError.
+    metrics there. With options.bootstrap, metrics that have one add their bootstrap
+    standard error over samples. Unknown names are a BenchError.
     """
     out: dict[str, float] = {}
     for metric in select(names):
         if real.has(metric.needs) and fake.has(metric.needs):
             out.update(metric.compute(real, fake, options))
+            if options.bootstrap and metric.bootstrap is not None:
+                out.update(metric.bootstrap(real, fake, options))
     return out
 
 

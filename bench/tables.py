@@ -1,8 +1,10 @@
 """The report's tables: one per metric and FID mode, as Markdown, tidy CSV and LaTeX, plus the model cards.
 
 Rows are models, columns sampled resolutions, cells mean ± std over seed sets
-(bench.results.aggregate), labelled and formatted as the metric table says
-(bench.metrics.COLUMNS). With N below 5,000 per set KID leads, as FID is biased.
+and the 95% interval in brackets (bench.results.aggregate), labelled and
+formatted as the metric table says (bench.metrics.COLUMNS). The LaTeX bold marks
+a best trained model only where its interval is apart from every other trained
+model's, as the findings do (bench.summary.best_models). With N below 5,000 per set KID leads, as FID is biased.
 Published numbers (bench.paper) join only the FID table of the mode of their own
 protocol, with a note that says where this table's numbers and theirs come from.
 """
@@ -16,13 +18,13 @@ import pandas as pd
 from bench.config import SuiteConfig
 from bench.metrics import COLUMNS, FID_MODES, INCEPTION_COLUMNS, fid_impl
 from bench.paper import describe_n, labels
-from bench.results import (BIASED_FID_N, KEYS, aggregate, fid_modes, lead_metrics, of_mode, reference_in_range,
-                           same_protocol)
+from bench.results import (BIASED_FID_N, KEYS, aggregate, fid_modes, interval_words, lead_metrics, of_mode,
+                           reference_in_range, same_protocol)
 from bench.rundir import METRICS as METRICS_FILE
 from bench.rundir import RunDir
 
-TIDY_COLUMNS = ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std", "seed_sets", "n",
-                "fid_impl"]
+TIDY_COLUMNS = ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std", "ci_low", "ci_high",
+                "interval", "train_seeds", "seed_sets", "n", "fid_impl"]
 
 
 def _cell(row: pd.Series, col: str) -> str:
@@ -30,8 +32,9 @@ def _cell(row: pd.Series, col: str) -> str:
     if pd.isna(v):
         return ""
     fmt = COLUMNS[col].fmt
-    sd = row.get(f"{col}_std")
-    return fmt.format(v) + ("" if sd is None or pd.isna(sd) else " ± " + fmt.format(sd))
+    sd, lo, hi = row.get(f"{col}_std"), row.get(f"{col}_lo"), row.get(f"{col}_hi")
+    ci = "" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f" [{fmt.format(lo)}, {fmt.format(hi)}]"
+    return fmt.format(v) + ("" if sd is None or pd.isna(sd) else " ± " + fmt.format(sd)) + ci
 
 
 def metric_table(agg: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -60,13 +63,15 @@ def table_rows(df: pd.DataFrame, col: str, reference: Optional[pd.DataFrame] = N
         rows.append({"label": name, "train": str(g["train_resolutions"].iloc[0]), "kind": "run",
                      "role": g["role"].iloc[0],
                      "mean": {r: by_res[r][col] for r in res if r in by_res and pd.notna(by_res[r][col])},
+                     "ci": {r: (by_res[r][f"{col}_lo"], by_res[r][f"{col}_hi"]) for r in res if r in by_res
+                            and pd.notna(by_res[r].get(f"{col}_lo")) and pd.notna(by_res[r].get(f"{col}_hi"))},
                      "cell": {r: _cell(by_res[r], col) for r in res if r in by_res},
                      "impl": fid_impl(df["fid_mode"].iloc[0]) if col in INCEPTION_COLUMNS else "",
                      "N": f"{int(g['n'].min()):,}",
                      "source": "this run"})
     for label, g in (ref.groupby("label", sort=False) if len(ref) else []):
         rows.append({"label": label, "train": str(g["train_resolutions"].iloc[0]), "kind": "paper", "role": "",
-                     "mean": dict(zip(g["sample_resolution"].astype(int), g["fid"])),
+                     "mean": dict(zip(g["sample_resolution"].astype(int), g["fid"])), "ci": {},
                      "cell": {int(r): f"{v:.2f}" for r, v in zip(g["sample_resolution"], g["fid"])},
                      "impl": g["fid_impl"].iloc[0], "N": describe_n(g["n_samples"].iloc[0]).removeprefix("N="),
                      "source": "; ".join(dict.fromkeys(g["source"]))})
@@ -135,12 +140,13 @@ def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
              f"N = {n} generated images per model, resolution and seed set ({sets} seed set"
              f"{'s, mean ± std' if sets > 1 else ''}), against {int(df['n_ref'].min()) if 'n_ref' in df else n} "
              f"real images; Inception metrics in {' and in '.join(fid_impl(m) for m in modes)}"
-             f"{', one section each' if len(modes) > 1 else ''}. Columns are sampled resolutions in px."]
+             f"{', one section each' if len(modes) > 1 else ''}. Columns are sampled resolutions in px. "
+             f"In brackets: {interval_words(agg)}."]
     if n < BIASED_FID_N:
         parts.append(f"N < {BIASED_FID_N:,}: FID is biased upward by an amount that depends on the model, "
                      "so KID (unbiased) leads; read FID only as a ranking at equal N.")
     for mode, sub, col in _sections(cfg, df):
-        label, lower = COLUMNS[col].label, COLUMNS[col].lower_is_better
+        label, lower, ranked = COLUMNS[col].label, COLUMNS[col].lower_is_better, COLUMNS[col].ranked
         label += f", {mode} mode" if col in INCEPTION_COLUMNS else ""
         res, rows = table_rows(sub, col, same_protocol(reference, mode))
         extra = any(r["kind"] == "paper" for r in rows)
@@ -151,7 +157,8 @@ def markdown_table(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Da
             cells += [r["impl"], r["N"], r["source"]] if extra else []
             lines.append("| " + " | ".join(cells) + " |")
         note = " (biased at this N)" if col == "fid" and n < BIASED_FID_N else ""
-        text = f"## {label}{note}, {'lower' if lower else 'higher'} is better\n\n" + "\n".join(lines)
+        better = ("lower is better" if lower else "higher is better") if ranked else "compare with the exact answer"
+        text = f"## {label}{note}, {better}\n\n" + "\n".join(lines)
         if col == "fid":
             text += "\n\n" + " ".join(reference_note(cfg, sub, reference, tuple(modes)))
         parts.append(text)
@@ -163,8 +170,9 @@ def tidy_table(cfg: SuiteConfig, df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for mode, sub, col in _sections(cfg, df):
         agg = aggregate(sub)
-        t = agg[KEYS + ["seed_sets", "n"]].assign(metric=col, mean=agg[col], std=agg[f"{col}_std"],
-                                                  fid_impl=fid_impl(mode) if col in INCEPTION_COLUMNS else "")
+        t = agg[KEYS + ["seed_sets", "train_seeds", "n", "interval"]].assign(
+            metric=col, mean=agg[col], std=agg[f"{col}_std"], ci_low=agg[f"{col}_lo"], ci_high=agg[f"{col}_hi"],
+            fid_impl=fid_impl(mode) if col in INCEPTION_COLUMNS else "")
         out.append(t[t["mean"].notna()])
     return pd.concat(out, ignore_index=True)[TIDY_COLUMNS]
 
@@ -180,7 +188,8 @@ def _tex(s: str) -> str:
 def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> str:
     """table.tex: one booktabs tabular per metric, model x sampled resolution, best per column in bold.
 
-    "Best" is among this run's trained models, as in the generated findings:
+    "Best" is among this run's trained models, as in the generated findings, and only
+    where the best mean's 95% interval is apart from every other trained model's:
     bilinear baselines upsample other images, and the paper's rows used another
     FID implementation and N (they are listed below a rule), so neither is bolded.
     """
@@ -192,15 +201,25 @@ def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Data
         res, rows = table_rows(sub, col, same_protocol(reference, mode))
         run = [r for r in rows if r["kind"] == "run"]
         run = [r for r in run if r["role"] != "baseline"] or run
-        best = {}
-        for x in res:
-            vals = [r["mean"][x] for r in run if x in r["mean"]]
-            if vals:
-                best[x] = fmt.format(min(vals) if lower else max(vals))
+        best = {}  # resolution -> the row that is best there, where its interval is apart from the others'
+        for x in res if COLUMNS[col].ranked else ():
+            have = [r for r in run if x in r["mean"]]
+            if not have:
+                continue
+            top = (min if lower else max)(have, key=lambda r: r["mean"][x])
+            ci = top["ci"].get(x)
+            apart = ci is not None and all(
+                o["ci"].get(x) is not None and (ci[1] < o["ci"][x][0] or o["ci"][x][1] < ci[0])
+                for o in have if o is not top)
+            if apart:
+                best[x] = top
         caption = (f"{_tex(cfg.name)}: {_tex(label)} ({'lower' if lower else 'higher'} is better) by sampled "
                    f"resolution; {_tex(fid_impl(mode)) if col in INCEPTION_COLUMNS else 'pixels'}, N={n:,} per seed set"
-                   f"{', biased at this N' if col == 'fid' and n < BIASED_FID_N else ''}; best trained model in bold "
-                   "(bilinear baselines and published rows are not ranked).")
+                   f"{', biased at this N' if col == 'fid' and n < BIASED_FID_N else ''}; in brackets "
+                   f"{_tex(interval_words(aggregate(sub)))}; "
+                   + ("best trained model in bold where its interval is apart from every other trained model's, "
+                      "elsewhere the difference is not resolved (bilinear baselines and published rows are not "
+                      "ranked)." if COLUMNS[col].ranked else "not ranked: compare with the exact answer."))
         if any(r["kind"] == "paper" for r in rows):
             caption += " Rows marked paper: published numbers, " + "; ".join(
                 f"{_tex(r['label'].removeprefix('paper: '))}: {_tex(r['impl'])}, N={_tex(r['N'])}"
@@ -220,7 +239,7 @@ def latex_tables(cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.Data
             cells = []
             for x in res:
                 c = _tex(r["cell"].get(x, ""))
-                if r in run and x in r["mean"] and fmt.format(r["mean"][x]) == best.get(x):
+                if best.get(x) is r:
                     c = r"\textbf{" + c + "}"
                 cells.append(c)
             lines.append(" & ".join([_tex(r["label"]), _tex(r["train"]).replace("-", "--"), *cells]) + r" \\")

@@ -61,6 +61,7 @@ def make_run(run_dir: Path, data: dict) -> Path:
                 rows += [{"model": m, "adapter": ADAPTER[m], "train_resolutions": TRAIN[m],
                           "sample_resolution": r, "seed_set": s, "n": 50, "n_ref": 50,
                           "fid": FID[m][j] * k * LEGACY_SCALE[mode], "kid": KID[m][j] * k * LEGACY_SCALE[mode],
+                          "fid_se": 0.3, "kid_se": 0.0005,  # bootstrap SEs small enough to separate every pair
                           "fid_mode": mode, "seconds": 1.0} for mode in cfg.metrics.fid_modes]
                 folder = run_dir / "samples" / m
                 folder.mkdir(parents=True, exist_ok=True)
@@ -170,8 +171,9 @@ def test_latex_tables(lsun_report):
     # lowest FID of a trained model in each column (32, 64, 96: dfu; 128: unet-multires) is bold
     assert [c.startswith(r"\textbf{") for c in clean["dfu"]] == [True, True, True, False]
     assert [c.startswith(r"\textbf{") for c in clean["unet-multires"]] == [False, False, False, True]
-    assert clean["dfu"][0] == r"\textbf{20.00 $\pm$ 2.83}"  # mean of 18 and 22, sample std
-    assert legacy["dfu"][0] == r"\textbf{16.00 $\pm$ 2.26}"  # 0.8 x
+    # mean of 18 and 22, sample std, and the interval 20 +- 1.96 * sqrt(2 * 0.3^2) / 2
+    assert clean["dfu"][0] == r"\textbf{20.00 $\pm$ 2.83 [19.58, 20.42]}"
+    assert legacy["dfu"][0] == r"\textbf{16.00 $\pm$ 2.26 [15.58, 16.42]}"  # 0.8 x
     assert not any(r"\textbf" in c for c in legacy["bilinear-up"] + legacy["paper: dfu"])
     assert legacy["paper: dfu"] == ["1.31", "2.40", "3.43", "4.86"]
     assert legacy["paper: unet-multires"][1] == ""  # the authors logged no 64 px value
@@ -239,7 +241,8 @@ def test_csv_round_trips(lsun_report):
     run, dest = lsun_report
     t = pd.read_csv(dest / "table.csv")
     assert list(t.columns) == ["model", "train_resolutions", "sample_resolution", "metric", "mean", "std",
-                               "seed_sets", "n", "fid_impl"]
+                               "ci_low", "ci_high", "interval", "train_seeds", "seed_sets", "n", "fid_impl"]
+    assert (t["interval"] == "bootstrap over samples").all() and (t["train_seeds"] == 1).all()
     assert len(t) == 3 * len(GRID) * 2 * 2 and set(t["metric"]) == {"kid", "fid"}  # x 2 FID modes
     assert (t["seed_sets"] == 2).all() and (t["n"] == 50).all()
     impl = {"clean": "clean-fid clean mode", "legacy": "legacy mode (EDM fid.py protocol)"}
@@ -269,14 +272,16 @@ def test_index_puts_it_together(lsun_report):
     assert "`0123456789ab`" in idx
     assert "### Model cards" in idx and "| dfu | cpu-tiny (dual) | 1,000 |" in idx
     findings = section(idx, "## Findings")
-    assert ("above 64 px: dfu is better at 96 px (dfu 0.0200, unet-multires 0.0300); "
-            "unet-multires is better at 128 px (dfu 0.0400, unet-multires 0.0200)") in findings
+    assert ("above 64 px: dfu is better at 96 px (dfu 0.0200 [0.0193, 0.0207], unet-multires 0.0300 [0.0293, "
+            "0.0307]); unet-multires is better at 128 px (dfu 0.0400 [0.0393, 0.0407], unet-multires 0.0200 "
+            "[0.0193, 0.0207])") in findings
     assert "dfu collapses at 128 px (0.0400 = 4.0x its 0.0100 at 64 px)" in findings
     assert "more than 3x its KID" in findings  # the rule is stated
-    assert "the orderings agree at 2 of 3" in findings  # against the legacy numbers, the paper's protocol
+    assert "the orderings agree at 2 of the 3 resolved" in findings  # against the legacy numbers, the paper's protocol
     assert "ours from legacy mode (EDM fid.py protocol) (N = 50 per point): the same protocol" in findings
-    assert "96 px 24.00 vs 3.43" in findings  # legacy FID of dfu at 96 px: 0.8 x 30
-    assert "Bilinear baseline bilinear-up does not beat the best trained model at any sampled resolution." in findings
+    assert "96 px 24.00 [23.58, 24.42] vs 3.43" in findings  # legacy FID of dfu at 96 px: 0.8 x 30
+    assert ("Bilinear baseline bilinear-up is worse than the best trained model at 32, 64, 96 and 128 px."
+            in findings)
     # Fig. 2 plots the primary mode, clean, so the paper's points are not on it
     assert "FID mode: clean-fid clean mode, the suite's primary" in idx
     assert "lead metric: KID, clean-fid clean mode" in idx
@@ -322,41 +327,51 @@ def test_report_config_errors_are_one_line(report, message):
 # --------------------------------------------------------------- summarize
 
 
-def frame(values: dict[str, list], grid: list[int], adapters=None, train=None) -> pd.DataFrame:
-    """A hand-built aggregate frame: model -> KID per resolution (None = missing)."""
+def frame(values: dict[str, list], grid: list[int], adapters=None, train=None, half: float = 0.001) -> pd.DataFrame:
+    """A hand-built aggregate frame: model -> KID per resolution (None = missing), each with the 95%
+    interval value +- half (one training seed)."""
     adapters = adapters or {}
     train = train or {}
     return pd.DataFrame([{"model": m, "adapter": adapters.get(m, {"dfu": "dfu"}.get(m, "unet")),
                           "train_resolutions": train.get(m, "16/24/32"), "sample_resolution": r, "kid": v,
-                          "n": 80} for m, vs in values.items() for r, v in zip(grid, vs)])
+                          "kid_lo": None if v is None else v - half, "kid_hi": None if v is None else v + half,
+                          "n": 80, "train_seeds": 1} for m, vs in values.items() for r, v in zip(grid, vs)])
 
 
 def test_summarize_dfu_better_at_40_48_worse_at_64():
     agg = frame({"unet-multires": [0.30, 0.45, 0.44, 0.42], "dfu": [0.25, 0.40, 0.43, 0.61]}, [32, 40, 48, 64])
     s = summarize(agg, "kid")
-    assert s[0] == ("Best trained model by KID (lower is better; N = 80 per point) at each sampled resolution: "
-                    "32 px dfu (0.2500); 40 px dfu (0.4000); 48 px dfu (0.4300); 64 px unet-multires (0.4200).")
+    assert s[0] == ("Best trained model by KID (lower is better; N = 80 per point) at each sampled resolution, "
+                    "where its 95% interval is apart from every other's: 32 px dfu (0.2500 [0.2490, 0.2510]); "
+                    "40 px dfu (0.4000 [0.3990, 0.4010]); 48 px dfu (0.4300 [0.4290, 0.4310]); "
+                    "64 px unet-multires (0.4200 [0.4190, 0.4210]).")
     assert s[1] == ("dfu vs unet-multires (both trained at 16/24/32 px) by KID, above 32 px: dfu is better at "
-                    "40 px (dfu 0.4000, unet-multires 0.4500) and 48 px (dfu 0.4300, unet-multires 0.4400); "
-                    "unet-multires is better at 64 px (dfu 0.6100, unet-multires 0.4200). "
-                    "At or below 32 px dfu is better at 1 of 1 resolutions.")
+                    "40 px (dfu 0.4000 [0.3990, 0.4010], unet-multires 0.4500 [0.4490, 0.4510]) and 48 px "
+                    "(dfu 0.4300 [0.4290, 0.4310], unet-multires 0.4400 [0.4390, 0.4410]); unet-multires is better "
+                    "at 64 px (dfu 0.6100 [0.6090, 0.6110], unet-multires 0.4200 [0.4190, 0.4210]). "
+                    "At or below 32 px dfu is better at 1 of 1 resolutions, unet-multires at 0.")
     assert s[2].endswith("No trained model collapses under this rule; the largest ratio is 2.44x (dfu at 64 px).")
     assert len(s) == 3
 
 
-def test_summarize_ties_print_equal():
+def test_summarize_overlapping_intervals_are_not_resolved():
     agg = frame({"unet-multires": [0.30, 0.43191], "dfu": [0.25, 0.43188]}, [32, 48])
     s = summarize(agg, "kid")
-    assert "48 px unet-multires and dfu tied (0.4319)" in s[0]
-    assert "above 32 px: they tie at 48 px (0.4319)." in s[1]
+    assert ("48 px not resolved at N = 80 with 1 training seed (dfu 0.4319 [0.4309, 0.4329], "
+            "unet-multires 0.4319 [0.4309, 0.4329] overlap)") in s[0]
+    assert "above 32 px: not resolved at N = 80 with 1 training seed at 48 px" in s[1]
+    # a frame without intervals (a metrics.csv without standard errors) resolves nothing
+    bare = agg.drop(columns=["kid_lo", "kid_hi"])
+    assert all(" is better at" not in x and "beats" not in x for x in summarize(bare, "kid"))
+    assert "32 px not resolved" in summarize(bare, "kid")[0]
 
 
 def test_summarize_names_missing_values():
     agg = frame({"unet-multires": [0.30, 0.40, 0.42], "dfu": [0.25, 0.38, None]}, [32, 48, 64])
     s = summarize(agg, "kid")
-    assert "64 px unet-multires (0.4200)" in s[0]
-    assert ("above 32 px: dfu is better at 48 px (dfu 0.3800, unet-multires 0.4000); "
-            "not compared at 64 px (no value for dfu).") in s[1]
+    assert "64 px unet-multires (0.4200 [0.4190, 0.4210])" in s[0]
+    assert ("above 32 px: dfu is better at 48 px (dfu 0.3800 [0.3790, 0.3810], unet-multires 0.4000 [0.3990, "
+            "0.4010]); not compared at 64 px (no value for dfu).") in s[1]
     # nothing at all at a resolution, and no value at the largest training resolution
     agg = frame({"unet-multires": [None, 0.40], "dfu": [None, 0.5]}, [32, 64])
     s = summarize(agg, "kid")
@@ -387,11 +402,15 @@ def test_summarize_against_the_paper():
     s = summarize(agg, "kid", ref, MAPPING)
     assert ("Published numbers for lsun_church come from edm-fid (N=50k); ours from clean-fid clean mode "
             "(N = 80 per point)") in s[-3]
-    assert s[-2] == ("Best trained model here, dfu, against paper: dfu (FID, ours vs theirs): "
-                     "32 px 25.00 vs 1.31; 96 px 40.00 vs 3.43; 128 px 45.00 vs 4.86.")
+    assert s[-2] == ("The trained model best at the most sampled resolutions here, dfu, against paper: dfu "
+                     "(FID, ours vs theirs): 32 px 25.00 vs 1.31; 96 px 40.00 vs 3.43; 128 px 45.00 vs 4.86.")
     assert s[-1] == ("dfu vs unet-multires by FID at the resolutions both sources have (32, 96 and 128 px): "
-                     "in the paper dfu is better at 32, 96 and 128 px; here dfu is better at 32 and 96 px; "
-                     "the orderings agree at 2 of 3.")
+                     "in the paper dfu is better at 32, 96 and 128 px; here dfu is better at none of them "
+                     "(not resolved at N = 80 with 1 training seed at 32, 96 and 128 px); the orderings agree at 0 "
+                     "of the 0 resolved here.")
+    agg["fid_lo"], agg["fid_hi"] = agg["fid"] - 1, agg["fid"] + 1
+    s = summarize(agg, "kid", ref, MAPPING)
+    assert s[-1].endswith("here dfu is better at 32 and 96 px; the orderings agree at 2 of the 3 resolved here.")
     unmapped = summarize(agg, "kid", ref, {})
     assert "has no counterpart among the published models" in unmapped[-1]
 
@@ -421,9 +440,59 @@ def test_summary_compares_a_fine_tune_with_its_base():
     rows = [(m, a, r, v) for m, a, vals in (("dfu", "dfu", (0.10, 0.30, 0.60)), ("dfu+ft", "dfu", (0.11, 0.25, 0.70)))
             for r, v in zip((32, 48, 64), vals)]
     agg = pd.DataFrame([{"model": m, "adapter": a, "train_resolutions": "16/32", "sample_resolution": r, "kid": v,
-                         "n": 80} for m, a, r, v in rows])
+                         "kid_lo": v - 0.001, "kid_hi": v + 0.001, "n": 80} for m, a, r, v in rows])
     lines = summarize(agg, "kid", finetunes={"dfu+ft": "dfu"})
     ft = [ln for ln in lines if ln.startswith("dfu+ft (fine-tuned from dfu) vs dfu")]
     assert len(ft) == 1
-    assert "dfu+ft is better at 48 px (dfu+ft 0.2500, dfu 0.3000)" in ft[0]
-    assert "dfu is better at 64 px (dfu+ft 0.7000, dfu 0.6000)" in ft[0]
+    assert "dfu+ft is better at 48 px (dfu+ft 0.2500 [0.2490, 0.2510], dfu 0.3000 [0.2990, 0.3010])" in ft[0]
+    assert "dfu is better at 64 px (dfu+ft 0.7000 [0.6990, 0.7010], dfu 0.6000 [0.5990, 0.6010])" in ft[0]
+
+
+def test_overlapping_intervals_get_no_better_finding_and_no_bold(tmp_path):
+    """#15: two models whose 95% intervals overlap get no "better" finding and no bold; separated ones do."""
+    from bench.tables import latex_tables
+
+    cfg = parse_suite(suite(models=("unet-multires", "dfu")))
+
+    def rows(dfu_kid: float) -> pd.DataFrame:
+        # one training seed, two seed sets, bootstrap SE 0.002 each: interval mean +- 1.96 * 0.002 / sqrt(2)
+        return pd.DataFrame([{"model": m, "adapter": ADAPTER[m], "train_resolutions": "32/64", "sample_resolution": r,
+                              "seed_set": s, "n": 50, "n_ref": 50, "fid": 10.0, "fid_se": 0.5,
+                              "kid": (dfu_kid if m == "dfu" else 0.100) + d, "kid_se": 0.002, "fid_mode": "clean"}
+                             for m in ("unet-multires", "dfu") for r in (32, 128) for s, d in ((0, -1e-4), (1, 1e-4))])
+
+    for dfu_kid, resolved in ((0.101, False), (0.120, True)):
+        df = rows(dfu_kid)
+        agg = aggregate(df)
+        assert (agg["interval"] == "bootstrap over samples").all()
+        half = 1.959963984540054 * np.sqrt(2 * 0.002 ** 2) / 2
+        assert agg["kid_hi"].iloc[0] - agg["kid"].iloc[0] == pytest.approx(half)
+        findings = summarize(agg, "kid")
+        pair = [x for x in findings if x.startswith("dfu vs unet-multires")][0]
+        tex = latex_tables(cfg, df)
+        kid_tex = tex[tex.index("KID"):]
+        if resolved:
+            assert "unet-multires is better at 128 px" in pair and "not resolved" not in pair
+            assert "32 px unet-multires (0.1000" in findings[0]
+            assert kid_tex.count("\\textbf{") == 2  # unet-multires at 32 and 128 px
+        else:
+            assert "better" not in pair and "not resolved at N = 50 with 1 training seed at 128 px" in pair
+            assert "not resolved at N = 50 with 1 training seed" in findings[0] and "best" not in findings[0][40:]
+            assert "\\textbf{" not in kid_tex
+        # the FID intervals (10 +- 0.69 for both) overlap: never bold, never better
+        fid_tex = tex[tex.index("FID"):tex.index("KID")] if tex.index("FID") < tex.index("KID") else tex[tex.index("FID"):]
+        assert "\\textbf{" not in fid_tex
+
+
+def test_training_seeds_give_a_t_interval():
+    from scipy import stats
+
+    rows = [{"model": "dfu", "adapter": "dfu", "train_resolutions": "16/24", "sample_resolution": 32, "seed_set": s,
+             "train_seed": t, "n": 40, "n_ref": 40, "kid": k + 0.001 * s, "fid": 1.0, "fid_mode": "clean"}
+            for t, k in ((0, 0.10), (1, 0.12), (2, 0.14)) for s in (0, 1)]
+    agg = aggregate(pd.DataFrame(rows))
+    assert agg.loc[0, "train_seeds"] == 3 and agg.loc[0, "seed_sets"] == 2
+    assert agg.loc[0, "interval"] == "t over training seeds"
+    half = stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3)  # per-seed means 0.1005, 0.1205, 0.1405: sd 0.02
+    assert agg.loc[0, "kid"] == pytest.approx(0.1205)
+    assert (agg.loc[0, "kid_lo"], agg.loc[0, "kid_hi"]) == pytest.approx((0.1205 - half, 0.1205 + half))
