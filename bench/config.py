@@ -353,8 +353,9 @@ class SuiteConfig(Strict):
         if self.seeds is not None:
             if len(set(self.seeds)) != len(self.seeds):
                 raise ValueError("seeds contains duplicates")
-            if "seed" in self.model_fields_set:
-                raise ValueError("give seed (one training seed) or seeds (a list), not both")
+            if "seed" in self.model_fields_set and self.seed != self.seeds[0]:
+                raise ValueError("seeds replaces seed: remove seed, or make it the first of seeds")
+            object.__setattr__(self, "seed", self.seeds[0])  # so the resolved suite reads back the same
         return self
 
     @property

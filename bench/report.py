@@ -23,11 +23,11 @@ import pandas as pd
 from rich.table import Table
 
 from bench.config import SuiteConfig
-from bench.figures import fig5_models, fig5_panel, plot_metrics, sample_panel
+from bench.figures import fig5_models, fig5_panel, panel_columns, plot_metrics, sample_panel
 from bench.io import atomic_path, write_text
 from bench.metrics import COLUMNS, INCEPTION_COLUMNS, fid_impl
 from bench.paper import labels, reference_frame
-from bench.results import (aggregate, fid_modes, frame, lead_metrics, metric_columns, of_mode, reference_in_range,
+from bench.results import (aggregate, fid_modes, frame, interval_words, lead_metrics, of_mode, reference_in_range,
                            same_protocol, train_band, trained)
 from bench.rundir import RunDir
 from bench.summary import summarize
@@ -45,10 +45,13 @@ def write_report(run: RunDir | Path, cfg: SuiteConfig, rows: list[dict], report_
     df = of_mode(df_all, modes[0])  # figures and findings: the primary FID mode
     rc = cfg.report
     reference = reference_frame(rc.reference, rc.reference_models)
-    panels = " and KID" if "kid" in metric_columns(df) else ""
-    drawn = plot_metrics(df, run.fig2,
-                         f"{cfg.name}: sampled resolution vs FID{panels} ({modes[0]} mode)",
-                         same_protocol(reference, modes[0]))
+    shown_cols = panel_columns(df)
+    what = " and ".join(COLUMNS[c].label for c in shown_cols)
+    mode = f" ({modes[0]} mode)" if set(shown_cols) & INCEPTION_COLUMNS else ""
+    marks = {m.name: [(m.finetune.target_resolution, f"{m.name}: fine-tune target {m.finetune.target_resolution} px")]
+             for m in cfg.models if m.finetune is not None}
+    drawn = plot_metrics(df, run.fig2, f"{cfg.name}: sampled resolution vs {what}{mode}",
+                         same_protocol(reference, modes[0]), marks)
     sample_panel(run, df, run.samples_panel)
     fig5 = run.fig5
     drawn5, notes = fig5_models(df, cfg)[2] is None, []
@@ -133,14 +136,19 @@ def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame
     band = train_band(trained(agg))
     top = int(agg["sample_resolution"].max())
     mode = df["fid_mode"].iloc[0]
-    parts = [f"FID mode: {fid_impl(mode)}, the suite's primary (the first of metrics.fid_mode)"]
+    inception = bool(set(panel_columns(df)) & INCEPTION_COLUMNS)
+    parts = [f"FID mode: {fid_impl(mode)}, the suite's primary (the first of metrics.fid_mode)"] if inception else []
+    parts.append("top row: the trained models on a linear axis fitted to them (a black line marks zero where it "
+                 "is in range; nothing is clipped)" + ("; bottom row: the baselines on their own axis"
+                                                       if (agg["role"] == "baseline").any() else ""))
+    parts.append("the coloured strip at the foot of a panel spans each model's own training resolutions, ticks "
+                 "at each; a dashed line in a model's colour marks its fine-tune target resolution")
     if band:
-        parts.append(f"training resolutions {band[0]}-{band[1]} px shaded, dashed line at {band[1]} px")
         marks = [f"{k:g}x = {band[1] * k:.0f} px" for k in (1.66, 2.0) if band[1] * k <= top]
         if marks:
-            parts.append("grey lines at " + " and ".join(marks))
+            parts.append(f"grey lines at {' and '.join(marks)} (of the largest training resolution, {band[1]} px)")
     sets = int(agg["seed_sets"].max())
-    parts.append(f"error bars: std over {sets} seed sets" if sets > 1 else "one seed set, so no error bars")
+    parts.append(f"error bars: {interval_words(agg)}, over {sets} seed set{'s' if sets > 1 else ''}")
     if drawn:
         parts.append(f"hollow squares: {drawn} published FID values (their own implementation and N; see the table)")
     elif reference is not None and len(reference) and not len(same_protocol(reference, mode)):
@@ -164,12 +172,14 @@ def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: O
              "and FID mode); "
              "`bench report RUN_DIR` rebuilds this page from the run directory.",
              f"## Findings\n\nGenerated from the numbers (lead metric: {lead}); no sentence here is written by "
-             "hand.\n\n" + "\n".join(f"- {s}" for s in findings),
-             f"## Figure 2: sampled resolution vs FID and KID\n\n{figure(run.fig2, 'Figure 2')}\n\n"
+             f"hand. {interval_words(aggregate(df))}; a model is called better, or best, only where the intervals "
+             "are apart.\n\n" + "\n".join(f"- {s}" for s in findings),
+             f"## Figure 2: sampled resolution vs {' and '.join(COLUMNS[c].label for c in panel_columns(df))}"
+             f"\n\n{figure(run.fig2, 'Figure 2')}\n\n"
              + _fig2_caption(df, fig2_drawn, reference),
              f"## Samples (Figures 1 and 3)\n\n{figure(run.samples_panel, 'samples')}\n\nEvery model at every sampled "
-             "resolution, from the first seed set; a column shows the same seeds in every row, at native relative "
-             "size."]
+             "resolution, from the first seed set: the same 4 seeds in every cell, at native relative size, "
+             "enlarged by the whole factor the caption states."]
     baseline, spectral, why = fig5_models(df, cfg)
     if fig5:
         text = (f"## Figure 5: baseline vs spectral models vs real at {res} px\n\n{figure(run.fig5, 'Figure 5')}"
@@ -181,6 +191,7 @@ def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: O
     body = tables.split("\n", 1)[1].strip()  # table.md without its title
     parts.append(f"## Tables\n\n{_link(run, run.table_md)}, {_link(run, run.table_csv)} "
                  "(tidy, one row per model, resolution and metric), "
-                 f"{_link(run, run.table_tex)} (booktabs, best trained model per column in bold).\n\n"
+                 f"{_link(run, run.table_tex)} (booktabs, best trained model per column in bold where its 95% interval is "
+                 "apart from the others').\n\n"
                  + body.replace("\n## ", "\n### "))
     return "\n\n".join(p for p in parts if p) + "\n"

@@ -57,7 +57,8 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     for model in plan.models:
         if model.train is not None:
             train(plan, run, model)
-            write_model_card(plan, run, model)
+            if model.train_seed in (None, plan.train_seeds[0]):  # one card per model: seeds share the network
+                write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
         write_report(run, cfg, rows, report_dir)

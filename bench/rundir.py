@@ -138,8 +138,9 @@ class RunDir:
         return self._model_dir(model) / "model_card.json"
 
     def model_cards(self) -> dict[str, Path]:
-        """model -> its model_card.json, for every card present, sorted by model name."""
-        return {p.parent.name: p for p in sorted(self.root.glob("checkpoints/*/model_card.json"))}
+        """model -> its model_card.json, for every card present, sorted by model name (a model trained with
+        several training seeds has one card, its first seed's: they share the network)."""
+        return {model_of_key(p.parent.name)[0]: p for p in sorted(self.root.glob("checkpoints/*/model_card.json"))}
 
     # ------------------------------------------------------------------- samples
     def samples(self, model: str, resolution: int, seed_set: int) -> Path:

@@ -270,3 +270,60 @@ def test_registered_and_built_from_a_suite():
     with pytest.raises(BenchError) as err:
         build_dataset("grf", path="/x")
     assert "no option(s) path" in assert_one_line(err)
+
+
+# ---------------------------------------------------------------------------- in the harness
+
+
+def test_grf_spectrum_is_in_the_one_metric_table_and_scores_through_it():
+    from bench.metrics import COLUMNS, COMPANIONS, METRICS, MetricOptions, Pixels, SetStats
+    from bench.scoring import score
+
+    ds = GRF(64)
+    m = METRICS["grf-spectrum"]
+    assert m.exact and m.needs == "pixels" and not COLUMNS["grf_corr_length"].ranked
+    images = ds.images(range(40), 32)
+    direct = grf_spectrum_metric(images, ds)
+    stats = SetStats(pixels=Pixels(images))
+    out = score(["grf-spectrum"], stats, stats, MetricOptions(exact=ds.exact_scores))
+    assert set(out) == {c.name for c in m.columns + m.companions} and set(out) <= set(COLUMNS) | set(COMPANIONS)
+    assert all(out[k] == pytest.approx(direct[k]) for k in out)
+    with pytest.raises(BenchError, match="exact answer") as err:
+        score(["grf-spectrum"], stats, stats, MetricOptions())
+    assert_one_line(err)
+
+
+def test_a_suite_asks_for_it_only_on_a_grf_dataset():
+    from bench.plan import plan_suite
+
+    base = {"name": "g", "models": [{"name": "b", "adapter": "bilinear", "source": "data", "base_resolution": 16}],
+            "sample": {"resolutions": [16, 32], "n": 4}, "metrics": {"metrics": ["grf-spectrum"]}}
+    plan = plan_suite(parse_suite({**base, "dataset": {"kind": "grf", "size": 20}}))  # no fid needed
+    assert plan.dataset.exact_scores is not None
+    with pytest.raises(BenchError, match="does not have; use kind: grf") as err:
+        plan_suite(parse_suite({**base, "dataset": {"kind": "toyfaces", "size": 20}}))
+    assert_one_line(err)
+    with pytest.raises(BenchError, match="must include fid"):
+        parse_suite({**base, "dataset": {"kind": "grf"}, "metrics": {"metrics": ["kid"]}})
+
+
+def test_the_grf_suite_plans_every_model_once_per_training_seed():
+    from pathlib import Path
+
+    import yaml
+
+    from bench.plan import plan_suite
+
+    cfg = parse_suite(yaml.safe_load((Path(__file__).parent.parent / "suites" / "grf_zero_shot.yaml").read_text()))
+    plan = plan_suite(cfg)
+    assert cfg.train_seeds == [0, 1, 2] and len(plan.models) == 3 * 3
+    assert [m.key for m in plan.models[:3]] == ["unet-multires@t0", "unet-multires@t1", "unet-multires@t2"]
+    assert {m.role for m in plan.models} == {"spatial", "spectral"}
+    assert {m.train.seed for m in plan.models if m.name == "dfu"} == {0, 1, 2}
+    # every training seed starts from other weights, each as the suite with `seed: T` would
+    first = [next(iter(m.adapter.denoiser().parameters())).detach().clone() for m in plan.models[:2]]
+    assert not np.allclose(first[0].numpy(), first[1].numpy())
+    single = plan_suite(parse_suite({**yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))),
+                                     "seeds": None, "seed": 1}))
+    assert np.allclose(next(iter(single.model("unet-multires").adapter.denoiser().parameters())).detach().numpy(),
+                       first[1].numpy())

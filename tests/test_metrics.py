@@ -190,3 +190,35 @@ def test_seed_sets_aggregate_to_mean_std_and_kid_leads_at_small_n():
     assert md.index("## KID") < md.index("## FID")
     big = df.assign(n=50000)
     assert lead_metrics(big)[0] == "fid"
+
+
+def test_kid_is_clean_fids_to_the_bit_and_keeps_its_std_over_subsets():
+    from cleanfid.fid import kernel_distance
+
+    from bench.metrics import kid_with_std
+
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.standard_normal((300, 64)), rng.standard_normal((260, 64)) * 1.1
+    state = np.random.get_state()
+    np.random.seed(7)
+    theirs = kernel_distance(f1, f2, num_subsets=20, max_subset_size=100)
+    np.random.set_state(state)
+    value, std = kid_with_std(f1, f2, subset_seed=7, num_subsets=20, max_subset_size=100)
+    assert value == theirs and std > 0  # subsets of 100 out of 260-300 differ
+    assert kid_with_std(f1[:50], f2[:50], num_subsets=5)[1] == pytest.approx(0, abs=1e-15)  # whole sets each time
+
+
+def test_bootstrap_standard_errors_are_seeded_and_shrink_with_n():
+    from bench.metrics import BOOTSTRAP_MAX_N, MetricOptions, bootstrap_se, kid_bootstrap_se
+
+    rng = np.random.default_rng(3)
+    o = MetricOptions(bootstrap=60, bootstrap_seed=1)
+    small = [rng.standard_normal((40, 16)) for _ in range(2)]
+    big = [rng.standard_normal((320, 16)) for _ in range(2)]
+    assert kid_bootstrap_se(*small, o) == kid_bootstrap_se(*small, o)  # deterministic
+    assert bootstrap_se(*small, frechet_distance, o) == bootstrap_se(*small, frechet_distance, o)
+    assert kid_bootstrap_se(*big, o) < kid_bootstrap_se(*small, o)
+    assert bootstrap_se(*big, frechet_distance, o) < bootstrap_se(*small, frechet_distance, o)
+    assert np.isnan(kid_bootstrap_se(*small, MetricOptions()))  # no resamples asked for
+    huge = rng.standard_normal((BOOTSTRAP_MAX_N + 1, 4))
+    assert np.isnan(bootstrap_se(huge, huge, frechet_distance, o))  # too large to be cheap: no number
