@@ -183,7 +183,7 @@ def interval_words(agg: pd.DataFrame) -> str:
     """'95% intervals: t over 3 training seeds' -- what the aggregate's intervals are, for captions and findings."""
     kinds = [x for x in dict.fromkeys(agg.get("interval", pd.Series(dtype=str))) if isinstance(x, str) and x]
     if not kinds:
-        return "no intervals (one training seed and no bootstrap standard errors)"
+        return "No intervals (one training seed and no bootstrap standard errors)"
     k = int(agg["train_seeds"].max())
     parts = [(f"Student's t over {k} training seeds" if kind == T_INTERVAL else
               "mean +- 1.96 bootstrap standard errors over samples (one training seed)") for kind in kinds]

@@ -105,3 +105,19 @@ def test_no_module_but_rundir_spells_run_directory_paths(path):
     spelled = [f"{path.name}:{line}: {text!r}" for line, text, joined in string_constants(path)
                if any(name in text for name in RUN_DIR_NAMES) or (joined and text in RUN_DIR_FOLDERS)]
     assert not spelled, "build these paths with bench.rundir.RunDir:\n" + "\n".join(spelled)
+
+
+def test_a_model_per_training_seed_has_its_own_paths_in_the_same_layout(tmp_path):
+    from bench.rundir import model_key, model_of_key
+
+    run = RunDir(tmp_path)
+    assert model_key("dfu+ft") == "dfu+ft" and model_key("dfu+ft", 2) == "dfu+ft@t2"
+    assert model_of_key("dfu+ft@t2") == ("dfu+ft", 2) and model_of_key("dfu+ft") == ("dfu+ft", None)
+    key = model_key("dfu", 1)
+    for path in (run.checkpoint(key), run.train_state(key), run.model_card(key), run.samples(key, 16, 0),
+                 run.sample_part(key, 16, 0, 3), run.preview(key, 16)):
+        assert len(matching(run.relative(path))) == 1, path
+    assert run.checkpoint(key) != run.checkpoint(model_key("dfu", 2))
+    run.model_card(key).parent.mkdir(parents=True)
+    run.model_card(key).write_text("{}")
+    assert list(run.model_cards()) == ["dfu"]  # one card per model, named as the suite names it
