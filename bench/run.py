@@ -2,9 +2,10 @@
 
 `run_suite` reads top to bottom: plan the suite (bench.plan: every check, before
 anything is written), open the run directory (bench.rundir), train each trainable
-model and write its model card, then for each sampled resolution score every
-model's seed sets against the reference set (`evaluate`, which samples on
-demand), write metrics.csv and the report.
+model (once per training seed of a suite with `seeds:`) and write its model card,
+then for each sampled resolution score every model's seed sets against the
+reference set (`evaluate`, which samples on demand), write metrics.csv and the
+report.
 
 Each stage reads the previous stage's files in the run directory and writes its
 own, atomically; finished work (a trained model, a sample batch, a feature set in
