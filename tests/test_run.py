@@ -66,6 +66,10 @@ def test_run_writes_every_output(smoke_runs):
     assert list(df.columns[:6]) == ["model", "adapter", "train_resolutions", "sample_resolution", "seed_set", "n"]
     assert len(df) == 3 * 3 and (df["fid"] > 0).all() and df["kid"].notna().all()
     assert df["spectral_lsd"].notna().all()
+    # one training seed: the bootstrap over samples gives FID and KID standard errors, after role
+    assert list(df.columns[-4:]) == ["role", "fid_se", "kid_subset_std", "kid_se"]
+    assert (df["fid_se"] > 0).all() and (df["kid_se"] > 0).all() and (df["kid_subset_std"] == 0).all()
+    assert "train_seed" not in df.columns  # the suite has no `seeds:`
     assert set(df["sample_resolution"]) == {16, 24, 32}
     assert not list(d.rglob("*.tmp")), "temporary files left behind"
 
