@@ -132,13 +132,13 @@ def test_channel_correlation():
 # --- the metric --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("resolution, n", [(16, 1000), (32, 1000), (64, 400), (96, 200)])
+@pytest.mark.parametrize("resolution, n", [(16, 1000), (32, 1000), (64, 1000), (96, 1000)])
 def test_real_samples_match_the_analytic_spectrum(resolution, n):
     ds = GRF(size=100000, seed=0)
     m = grf_spectrum_metric(ds.images(range(n), resolution), ds.spectrum)
     assert m["resolution"] == resolution and m["n"] == n
     lsd, corr = margins(m)
-    # measured: LSD 0.5, 0.6, 0.6, 0.7 x its tolerance; corr length within 0.1 x
+    # measured (1,000 samples each): LSD 0.50, 0.61, 0.67, 0.69 x its tolerance; corr length within 0.02 x
     assert lsd < 1 and corr < 1, m
     # the expected length is the estimator on the analytic spectrum at this N: the
     # truncated field is smoother (longer) than the continuum, more so at 16 px
