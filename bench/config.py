@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from bench.errors import BenchError
 from bench.metrics import FID_MODES, METRICS, MetricOptions
@@ -357,6 +358,15 @@ class SuiteConfig(Strict):
                 raise ValueError("seeds replaces seed: remove seed, or make it the first of seeds")
             object.__setattr__(self, "seed", self.seeds[0])  # so the resolved suite reads back the same
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_seeds(self, handler):
+        # a suite without `seeds:` resolves as it did before the key existed, so runs started
+        # then still resume (open_run_dir compares the resolved suite)
+        data = handler(self)
+        if self.seeds is None and isinstance(data, dict):
+            data.pop("seeds", None)
+        return data
 
     @property
     def train_seeds(self) -> list[int]:
