@@ -335,14 +335,16 @@ def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) ->
         cells.append(row)
     canvas, cx, ry = _compose(cells, gap=max(4, grid[-1] // 8))
     band = train_band(trained(df))
-    cols = [f"{r} px" + (f"\n{r / band[1]:.3g}x train max" if band else "") for r in grid]
+    cols = [f"{r} px" + (f"\n{r / band[1]:.3g}x" if band else "") for r in grid]  # short: small cells sit close
     first = df.drop_duplicates("model").set_index("model")
     rows = [_row_label(m, first.loc[m], grid) for m in models]
     seed_txt = f"seeds {min(seeds)}-{max(seeds)}" if seeds else "no samples found"
     trained_with = " (training seed: the first)" if "train_seed" in df.columns else ""
     _save_panel(canvas, cx, ry, cols, rows, "Samples at every sampled resolution (same seeds in every cell)",
                 f"{seed_txt} of seed set {seed_set}{trained_with}, {per_cell} per cell (2x2, left to right, top to "
-                "bottom); images at native relative size", out)
+                "bottom); images at native relative size"
+                + (f"; under each resolution its ratio to the largest training resolution ({band[1]} px)" if band
+                   else ""), out)
     return out
 
 
