@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bench.errors import BenchError
 from bench.inception import load_script, resolve
@@ -389,8 +390,6 @@ class CleanInception(torch.nn.Module):
 
     def __init__(self, fidelity_model: torch.nn.Module):
         super().__init__()
-        from torch.nn.utils.fusion import fuse_conv_bn_eval
-
         blocks = [getattr(fidelity_model, name) for name in _CLEAN_BLOCKS]
         for block in blocks:
             for unit in block.modules():
