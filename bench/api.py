@@ -30,7 +30,7 @@ from bench.metrics import MetricOptions
 from bench.pretrained import load_model as _load_adapter
 from bench.results import frame, load_rows
 from bench.rundir import RunDir
-from bench.run import run_suite as _run_suite
+from bench import run as _run  # the module: run_suite looked up at call time (tests patch it)
 from bench.sample import SampleSummary, parse_seeds, sample_checkpoint
 from bench.scale import scale_suite
 from bench.scoring import compare_sets
@@ -116,5 +116,5 @@ def run_suite(suite: str | Path | SuiteConfig, results: str | Path = PROJECT_ROO
     """`bench run`: train, sample, score and report a suite (a YAML file or a SuiteConfig); the
     run directory. The same run_id again resumes the run."""
     cfg = suite if isinstance(suite, SuiteConfig) else load_suite(suite)
-    return _run_suite(scale_suite(cfg, scale), results=Path(results), run_id=run_id,
+    return _run.run_suite(scale_suite(cfg, scale), results=Path(results), run_id=run_id,
                       report_dir=Path(report_dir) if report_dir is not None else None)
