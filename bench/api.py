@@ -25,7 +25,6 @@ import torch
 from bench.config import SuiteConfig, load_suite
 from bench.dist import pick_device
 from bench.errors import BenchError
-from bench.io import PROJECT_ROOT
 from bench.metrics import MetricOptions
 from bench.pretrained import load_model as _load_adapter
 from bench.results import frame, load_rows
@@ -111,10 +110,11 @@ def sample(checkpoint: str | Path, resolutions: Sequence[int], seeds: Seeds, out
                              format=format, device=device, precision=precision)
 
 
-def run_suite(suite: str | Path | SuiteConfig, results: str | Path = PROJECT_ROOT / "results",
+def run_suite(suite: str | Path | SuiteConfig, results: str | Path = "results",
               run_id: Optional[str] = None, scale: str = "full", report_dir: Optional[str | Path] = None) -> RunDir:
-    """`bench run`: train, sample, score and report a suite (a YAML file or a SuiteConfig); the
-    run directory. The same run_id again resumes the run."""
+    """`bench run`: train, sample, score and report a suite (a YAML file or a SuiteConfig) into
+    results/<suite>/<run-id>/ (results relative to the current directory, as the command's); returns
+    the run directory. The same run_id again resumes the run."""
     cfg = suite if isinstance(suite, SuiteConfig) else load_suite(suite)
     return _run.run_suite(scale_suite(cfg, scale), results=Path(results), run_id=run_id,
                       report_dir=Path(report_dir) if report_dir is not None else None)
