@@ -10,7 +10,7 @@ count or on resuming. Output, per resolution R:
 * `--format npz`: `OUTDIR/<R>.npz` holding `images` (NHWC uint8) and `seeds`, in
   ascending seed order, the input `bench metrics` and `bench fid` read (and a
   run's `samples/` hold). While it is made, each image waits as
-  `OUTDIR/.parts/<R>/<seed>.npy`; the parts are merged and removed at the end.
+  `OUTDIR/.in-progress/<R>/<seed>.npy`; the parts are merged and removed at the end.
 
 Every file is written atomically, so an interrupted command leaves only whole
 images; run it again and only the missing seeds are made (an existing `<R>.npz`
@@ -46,7 +46,7 @@ from bench.progress import console, progress
 FORMATS = ("png", "npz")
 MAX_SEEDS = 10_000_000  # one command; a larger request is a typo (1-1000000000) more likely than a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (signed, as EDM's seeds are)
-PARTS = ".parts"
+PARTS = ".in-progress"  # not a run directory's .parts: this folder is bench sample's own
 
 
 def parse_seeds(text: str) -> list[int]:
