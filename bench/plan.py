@@ -11,6 +11,11 @@ and role, the real-data resolutions it learned from (as ints), its TrainSettings
 its fine-tune base, its source -- the facts every stage reads and none works out
 again.
 
+A model with `checkpoint:` (a pretrained network) is loaded here, through
+bench.pretrained, so a missing, unreadable or mismatched checkpoint fails the
+plan like any other problem; its training resolutions are its metadata's or
+`trained_on:`, and a fine-tune of it starts from its weights.
+
 What the harness knows about a model comes from its adapter's interface
 (trainable, uses_source, role, resolution_problem, ...): nothing here tests an
 adapter's name.

@@ -71,7 +71,7 @@ def register(name: str):
 class Setup:
     """What the harness passes `Adapter.build`: plain values from a suite's model entry and runtime."""
 
-    arch: Optional[str] = None
+    arch: Optional[str | ArchConfig] = None  # a named architecture, or a config (a pretrained network's)
     arch_overrides: Mapping = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     sample_steps: int = 18
