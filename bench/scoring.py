@@ -57,12 +57,13 @@ def set_stats(images: np.ndarray, cache: FeatureCache, names: Iterable[str], opt
     return stats
 
 
-def log_cache_use(cache: FeatureCache, mode: str) -> None:
+def log_cache_use(cache: FeatureCache, mode: str, uncached: Iterable[str] = ()) -> None:
     """One log line: which sets' features were computed and which were read from the cache."""
     def sets(counts: dict) -> str:
         return ", ".join(f"{k} ({v})" if v > 1 else k for k, v in sorted(counts.items())) or "none"
+    also = f"; not cached (mixed image sizes): {', '.join(uncached)}" if uncached else ""
     console.log(f"Inception features ({mode}): reused from cache: {sets(cache.reused)}; "
-                f"computed: {sets(cache.computed)} (cache {cache.root})")
+                f"computed: {sets(cache.computed)}{also} (cache {cache.root})")
 
 
 def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int = 32,
@@ -84,14 +85,22 @@ def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int =
                              "need images (give a folder, zip or .npz with 'images')")
         if imgs is not None and imgs.dtype == object and image_needs:
             raise BenchError(f"set {label} mixes image sizes; patch and spectral metrics need one size")
+    for label, imgs, feats in (("A", ia, fa), ("B", ib, fb)):
+        n = len(feats) if feats is not None else len(imgs)
+        if n < 2:  # before any feature is computed or cached
+            raise BenchError(f"set {label} holds {n} image{'s' * (n != 1)}; the metrics need at least 2 images "
+                             "in each set")
     cache = None
     if fa is None or fb is None or "patches" in need:
         cache = feature_cache(build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
+
+    uncached = []
 
     def stats(imgs, feats, label) -> SetStats:
         if "features" in need and feats is None and imgs.dtype == object:
             # mixed sizes: no content key over one array, so computed directly, not cached
             feats = cache.extractor.features(iter(imgs), total=len(imgs), desc=f"features {label}")
+            uncached.append(label)
         if imgs is None:
             return SetStats(features=feats)
         return set_stats(imgs, cache, names, options, label, label, features=feats)
@@ -99,7 +108,7 @@ def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int =
     fake = stats(ia, fa, "A")
     scores = score(names, stats(ib, fb, "B"), fake, options)
     if cache is not None:
-        log_cache_use(cache, mode)
+        log_cache_use(cache, mode, uncached)
     out: dict = {"n_a": int(len(fa) if fa is not None else len(ia)),
                  "n_b": int(len(fb) if fb is not None else len(ib)), "mode": mode}
     for column, value in scores.items():
