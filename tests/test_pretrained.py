@@ -180,3 +180,19 @@ def test_trained_on_without_a_checkpoint_is_refused(run_cli, imported, tmp_path)
     code, _, err = run_cli("run", str(write(tmp_path, data)), "--results", str(tmp_path / "results"))
     assert code == 2 and "models.0.trained_on" not in err and "trained_on describes a checkpoint" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_scale_tiny_keeps_the_pretrained_network_and_its_finetune(imported):
+    """--scale tiny swaps trained models to cpu-tiny; a checkpoint's network (and a fine-tune that
+    continues it) stays what the checkpoint holds, so the dry run still plans."""
+    from bench.config import parse_suite
+    from bench.plan import plan_suite
+    from bench.scale import scale_suite
+
+    data = suite(imported)
+    data["models"][0]["arch"] = "paper-small"
+    tiny = scale_suite(parse_suite(data), "tiny")
+    arch = {m.name: m.arch for m in tiny.models}
+    assert arch == {"unet": "cpu-tiny", "dfu-pretrained": None, "dfu-finetuned": None}
+    plan = plan_suite(tiny)
+    assert plan.model("dfu-finetuned").adapter.same_network(plan.model("dfu-pretrained").adapter)
