@@ -66,7 +66,7 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
                                                  "(one per GPU on CUDA; gloo processes on CPU)")):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
-    from bench.run import run_suite
+    from bench.api import run_suite
 
     cfg = scale_suite(load_suite(suite), scale)
     if report_dir is None:  # results/ -> reports/, as `bench report` does
@@ -122,21 +122,17 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
 
 
 @app.command()
-def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
-        b: Path = typer.Argument(..., help="folder or .zip of images"),
+def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
+        b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
         batch_size: int = typer.Option(32, min=1),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
-        mode: str = typer.Option("clean", help=MODE_HELP)):
-    """FID between two image folders or zips (last line of output), in clean or legacy mode."""
-    from bench.dist import pick_device
-    from bench.features import build_feature_extractor
-    from bench.images import ImageFiles
-    from bench.scoring import fid_of_sets
+        mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
+    """FID between two image sets (last line of output): `bench metrics --metrics fid`, features cached."""
+    from bench.api import compute_metrics
 
-    ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
-    result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
+    result = compute_metrics(a, b, ["fid"], device=device, batch_size=batch_size, inception=inception, mode=mode)
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
 
@@ -155,18 +151,45 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
             mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
     """Any metrics between two image sets (A = generated, B = reference); features are cached."""
-    from bench.scoring import compare_sets
+    from bench.api import compute_metrics
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
                             patches_per_image=patches_per_image)
-    result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
-                          options=options, mode=mode)
+    result = compute_metrics(a, b, names, device=device, batch_size=batch_size, inception=inception,
+                             options=options, mode=mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:
         for k, v in result.items():
             typer.echo(f"{k}: {v}")
+
+
+@app.command()
+def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: the .safetensors of `bench "
+                                                       "import-checkpoint`, or a model a run trained"),
+           resolutions: str = typer.Option(..., help="comma list of square resolutions, e.g. 32,64,160"),
+           seeds: str = typer.Option("0-63", help="seeds as EDM's generate.py takes them, e.g. 0-63,100; "
+                                                  "image s comes from the latent seeded with s"),
+           outdir: Path = typer.Option(..., help="writes OUTDIR/<res>/<seed>.png (or OUTDIR/<res>.npz)"),
+           batch: int = typer.Option(32, min=1, help="images per batch (output does not depend on the "
+                                                      "process count; it may on the batch, by float round-off)"),
+           steps: int = typer.Option(18, min=1, help="Heun steps (EDM's sampler; 2 * steps - 1 network calls)"),
+           format: str = typer.Option("png", help="png: one file per seed and resolution; npz: one "
+                                                 "OUTDIR/<res>.npz of images and seeds, as bench metrics reads"),
+           device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+           precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast of the network)")):
+    """Sample CHECKPOINT at each resolution for each seed (EDM generate.py's conventions).
+
+    Resumable: finished seeds are skipped. Under torchrun the seeds' batches are split between
+    the processes, which write the same files as one process."""
+    from bench.api import sample as sample_images
+    from bench.sample import parse_resolutions, parse_seeds
+
+    if precision not in ("fp32", "bf16"):
+        raise BenchError(f"--precision {precision!r} is not known; use fp32 or bf16")
+    sample_images(checkpoint, parse_resolutions(resolutions), parse_seeds(seeds), outdir, batch=batch,
+                  steps=steps, format=format, device=device, precision=precision)
 
 
 @app.command()

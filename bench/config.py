@@ -199,9 +199,18 @@ class ModelConfig(Strict):
     finetune: Optional[FinetuneConfig] = None
     source: Optional[str] = Field(None, description="bilinear: a model name or 'data'")
     base_resolution: Optional[Resolution] = None
+    checkpoint: Optional[str] = Field(None, description="a pretrained network instead of `train`: a dfu-bench "
+                                      "checkpoint (.safetensors with its .json; bench import-checkpoint's output "
+                                      "or a model of another run), relative to the current directory")
+    trained_on: Optional[list[Resolution]] = Field(None, min_length=1, description="the resolutions a checkpoint's "
+                                                   "network was trained on, when its metadata does not record them")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("give train (train it here) or checkpoint (a pretrained network), not both")
+        if self.trained_on is not None and self.checkpoint is None:
+            raise ValueError("trained_on describes a checkpoint; remove it or give checkpoint")
         if self.train is None:
             if self.finetune is not None:
                 raise ValueError("a finetune model needs a train section (steps or kimg, lr, batch_size)")

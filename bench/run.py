@@ -30,7 +30,7 @@ from bench.datasets import to_float_tensor
 from bench.errors import BenchError
 from bench.features import FeatureCache, build_feature_extractor, feature_cache
 from bench.images import image_grid
-from bench.io import PROJECT_ROOT, atomic_path, rank_info, write_json, write_text
+from bench.io import PROJECT_ROOT, atomic_path, rank_info, sha256_file, write_json, write_text
 from bench.metrics import Pixels, needs
 from bench.plan import ModelPlan, Plan, plan_suite
 from bench.progress import console, progress
@@ -56,6 +56,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     for model in plan.models:
         if model.train is not None:
             train(plan, run, model)
+        if model.train is not None or model.checkpoint is not None:
             write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
@@ -143,12 +144,19 @@ def training_batches(plan: Plan, model: ModelPlan) -> Callable[[np.ndarray, int]
 
 
 def write_model_card(plan: Plan, run: RunDir, model: ModelPlan) -> None:
-    """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory."""
+    """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory
+    (a pretrained model's: its checkpoint's network, which file that was, no training step)."""
     path = run.model_card(model.name)
     if path.is_file() or rank_info()[0] != 0:
         return
-    card = model.adapter.model_card(plan.sample.resolutions, memory_resolution=model.largest_trained_resolution,
-                                    batch=model.train.batch_size, device=plan.device)
+    if model.train is None:
+        card = model.adapter.model_card(plan.sample.resolutions)
+        if card is not None:
+            card.update(checkpoint=str(model.checkpoint), checkpoint_sha256=sha256_file(Path(model.checkpoint)),
+                        train_resolutions=list(model.train_resolutions))
+    else:
+        card = model.adapter.model_card(plan.sample.resolutions, memory_resolution=model.largest_trained_resolution,
+                                        batch=model.train.batch_size, device=plan.device)
     if card is not None:
         write_json(path, card)
 

@@ -182,3 +182,26 @@ def test_weights_checksum_is_the_same_in_every_fresh_cache(tmp_path, monkeypatch
         inc.resolve(allow_download=False)
         sums.append(inc.weights_sha256())
     assert sums[0] == sums[1] == inc.BUNDLED_SHA256
+
+def test_second_fid_reuses_cached_features_and_equals_bench_metrics(run_cli, face_folders, tmp_path, monkeypatch):
+    """`bench fid` is `bench metrics --metrics fid`: the same inputs (.npz included), the same
+    feature cache; the log says which sets' features were computed and which were reused."""
+    from bench.images import ImageFiles
+
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / "cache"))  # a cold cache
+    a, b = face_folders
+    npz = tmp_path / "a.npz"
+    np.savez(npz, images=np.stack(list(ImageFiles(a))))
+    code, out, err = run_cli("fid", str(npz), str(b), "--json", "--device", "cpu")
+    assert code == 0, err
+    first = json.loads(out.strip().splitlines()[-1])
+    assert "reused from cache: none; computed: A, B" in err
+    code, out, err = run_cli("fid", str(a), str(b), "--json", "--device", "cpu")  # the npz's pixels, as files
+    assert code == 0, err
+    second = json.loads(out.strip().splitlines()[-1])
+    assert "reused from cache: A, B; computed: none" in err
+    code, out, err = run_cli("metrics", str(a), str(b), "--metrics", "fid", "--json", "--device", "cpu")
+    assert code == 0, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert first == second == metrics
+    assert (first["n_a"], first["n_b"], first["mode"]) == (24, 24, "clean") and first["fid"] > 1.0
