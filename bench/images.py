@@ -121,6 +121,9 @@ class ImageFiles:
             self.container = "zip"
             with zipfile.ZipFile(self.path) as zf:
                 files = [info.filename for info in zf.infolist() if not info.is_dir()]
+        elif self.path.suffix.lower() == ".zip":
+            raise BenchError(f"'{self.path}' is not a readable zip (damaged, or not a zip at all); re-create it "
+                             "or point at a folder of images")
         else:
             raise BenchError(f"path '{self.path}' is neither a folder nor a .zip; "
                              "point it at a folder or a .zip of images")
