@@ -60,7 +60,7 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
             write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
-        write_json(run.environment_json, environment(plan.device))  # what ran it last
+        write_json(run.environment_json, {**environment(plan.device), **_started(run)})  # what ran it last
         write_report(run, cfg, rows, report_dir)
         console.print(summary_table(cfg, rows))
         console.log(f"results in {run}")
@@ -90,6 +90,14 @@ def open_run_dir(run: RunDir, plan: Plan) -> None:
         write_text(run.suite_yaml, resolved)
         if not _readable_json(run.environment_json):  # a resume rewrites it at the end
             write_json(run.environment_json, environment(plan.device))
+
+
+def _started(run: RunDir) -> dict:
+    """{'time': ...} of the run's first start, from the environment record written then ({} if none)."""
+    try:
+        return {"time": json.loads(run.environment_json.read_text())["time"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _readable_json(path: Path) -> bool:
