@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -38,7 +39,7 @@ from bench.errors import BenchError
 from bench.fidelity import CLEAN_NETWORK_VERSION, EXTRACTOR_NAME, FORMAT_VERSION, clean_network, fidelity_extractor
 from bench.images import ImageFiles
 from bench.inception import FEATURE_DIM, weights_sha256
-from bench.io import atomic_path, cache_dir, rank_info
+from bench.io import atomic_path, cache_dir, rank_info, sha256_file, write_text
 from bench.metrics import MetricOptions
 from bench.progress import console, progress
 
@@ -240,6 +241,20 @@ class FeatureCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
+    @staticmethod
+    def _sha_path(path: Path) -> Path:
+        """The sha256 of a cache entry as it was stored, beside it (entries stored before have none)."""
+        return path.with_suffix(".sha256")
+
+    def _check(self, path: Path) -> None:
+        """A stored entry whose bytes are not the ones stored: one line naming it, and the fix."""
+        sha_path = self._sha_path(path)
+        if not sha_path.is_file():
+            return
+        if sha256_file(path) != sha_path.read_text().strip():
+            raise BenchError(f"cached features {path} are damaged (their sha256 is not the one in {sha_path.name}); "
+                             "delete it and run again: the features are computed anew")
+
     def hasher(self, shape: tuple, *salt: str):
         """content_hasher for this extractor: feed it the pixels, then load/store by its hexdigest."""
         return content_hasher(shape, self.extractor.identity, *salt)
@@ -249,6 +264,7 @@ class FeatureCache:
         path = self._path(key)
         feats = None
         if path.is_file():
+            self._check(path)
             try:
                 feats = np.load(path)
                 if feats.shape != (rows, FEATURE_DIM):
@@ -265,9 +281,12 @@ class FeatureCache:
 
     def store(self, key: str, feats: np.ndarray, kind: str) -> None:
         if rank_info()[0] == 0:
-            with atomic_path(self._path(key)) as tmp:
+            path = self._path(key)
+            with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, feats)
+                sha = sha256_file(tmp)
+            write_text(self._sha_path(path), sha + "\n")
         self.computed[kind] = self.computed.get(kind, 0) + 1
 
     def _load_or_compute(self, key: str, images: np.ndarray, kind: str, desc: str) -> np.ndarray:
@@ -288,12 +307,21 @@ def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
             with np.load(path) as z:
                 images = z["images"] if "images" in z.files else None
                 feats = z["features"] if "features" in z.files else None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise BenchError(f"{path} is not a readable .npz ({type(exc).__name__}); re-create it") from None
         if images is None and feats is None:
             raise BenchError(f"{path} holds neither 'images' (NHWC uint8) nor 'features' (Nx2048)")
+        if images is not None and images.dtype != np.uint8:
+            raise BenchError(f"{path}: 'images' are {images.dtype}, expected uint8 (0-255) in NHWC layout; "
+                             "re-create it")
+        if images is not None and (images.ndim != 4 or images.shape[3] != 3):
+            raise BenchError(f"{path}: 'images' has shape {images.shape}, expected NHWC with 3 channels "
+                             "(N x H x W x 3, uint8 RGB); re-create it")
         if feats is not None and (feats.ndim != 2 or feats.shape[1] != FEATURE_DIM):
             raise BenchError(f"{path}: 'features' has shape {feats.shape}, expected (N, {FEATURE_DIM})")
+        if feats is not None and (not np.issubdtype(feats.dtype, np.number) or not np.isfinite(feats).all()):
+            raise BenchError(f"{path}: 'features' holds NaN or infinite values (or no numbers); give finite "
+                             "features")
         return images, feats
     imgs = list(ImageFiles(path))
     if len({im.shape for im in imgs}) == 1:

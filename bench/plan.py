@@ -32,7 +32,7 @@ from bench import grf, openmoji
 from bench.config import ModelConfig, SuiteConfig
 from bench.datasets import RESIZE_FILTER, ImageDataset, build_dataset
 from bench.errors import BenchError
-from bench.inception import resolve
+from bench.inception import check_explicit, resolve
 from bench.dist import pick_device
 from bench.io import rank_info
 from bench.pretrained import arch_of, load_model, recorded_resolutions
@@ -132,7 +132,7 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     dataset = build_dataset(cfg.dataset.kind, **dataset_options(cfg))
     if hasattr(dataset, "validate"):
         dataset.validate(data_resolutions(cfg))  # missing data fails here, in well under a second
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "device")
     problems: list[str] = []
     rn = cfg.metrics.reference_n
     if isinstance(rn, int) and rn > len(dataset):
@@ -151,6 +151,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                         "use fp32")
     if problems:
         raise BenchError("\n".join(problems))
+    if cfg.metrics.inception_path:  # a known file, or one trusted with --trust-inception
+        check_explicit(cfg.metrics.inception_path, "metrics.inception_path")
     resolve(cfg.metrics.inception_path)  # fail now, not after training
 
     s = cfg.sample

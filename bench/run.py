@@ -14,6 +14,7 @@ and feature batches are dealt round-robin, rank 0 writes the shared files.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import yaml
 from PIL import Image
 
-from bench import checkpoint, dist, refset
+from bench import checkpoint, dist, integrity, refset
 from bench.config import SuiteConfig
 from bench.datasets import to_float_tensor
 from bench.errors import BenchError
@@ -60,9 +61,11 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
             write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
+        write_json(run.environment_json, {**environment(plan.device), **_started(run)})  # what ran it last
         write_report(run, cfg, rows, report_dir)
         console.print(summary_table(cfg, rows))
         console.log(f"results in {run}")
+        integrity.close_run(run)
     dist.barrier()
     dist.shutdown()
     return run
@@ -77,13 +80,33 @@ def set_cuda_precision(precision: str) -> None:
 
 
 def open_run_dir(run: RunDir, plan: Plan) -> None:
-    """suite.yaml and environment.json; a run id started with another suite is refused."""
+    """Lock the run directory and check the files a resume trusts (bench.integrity), then
+    suite.yaml and environment.json; a run id started with another suite is refused."""
     resolved = yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)
+    if rank_info()[0] == 0:
+        integrity.open_run(run)
     if run.suite_yaml.is_file() and run.suite_yaml.read_text() != resolved:
         raise BenchError(f"run {run} was started with a different suite; use another --run-id")
     if rank_info()[0] == 0:
         write_text(run.suite_yaml, resolved)
-        write_json(run.environment_json, environment(plan.device))
+        if not _readable_json(run.environment_json):  # a resume rewrites it at the end
+            write_json(run.environment_json, environment(plan.device))
+
+
+def _started(run: RunDir) -> dict:
+    """{'time': ...} of the run's first start, from the environment record written then ({} if none)."""
+    try:
+        return {"time": json.loads(run.environment_json.read_text())["time"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 # ----------------------------------------------------------------------- train
