@@ -90,6 +90,18 @@ def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int =
         if n < 2:  # before any feature is computed or cached
             raise BenchError(f"set {label} holds {n} image{'s' * (n != 1)}; the metrics need at least 2 images "
                              "in each set")
+    # checks that need only the pixels' sizes, before Inception is loaded (its first load converts
+    # and caches weights: a refused command must write nothing)
+    sizes = {label: imgs.shape[1:3] for label, imgs in (("A", ia), ("B", ib))
+             if imgs is not None and imgs.dtype != object}
+    if "pixels" in need and len(set(sizes.values())) > 1:
+        raise BenchError(f"spectral distance needs equal image sizes, got {sizes['A']} and {sizes['B']}; "
+                         "compare sets at the same resolution")
+    if "patches" in need:
+        for label, (h, w) in sizes.items():
+            if options.patch_size > min(h, w):
+                raise BenchError(f"patch size {options.patch_size} is larger than the {h}x{w} images of set "
+                                 f"{label}; lower --patch-size or drop patch metrics")
     cache = None
     if fa is None or fb is None or "patches" in need:
         cache = feature_cache(build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
