@@ -78,6 +78,8 @@ class _Recorder:
         self.sha = records(run)
 
     def __call__(self, path: Path) -> None:
+        # atomic_path reports absolute paths; the run's own may be relative (results/... by default)
+        path = self.run.root / Path(os.path.abspath(path)).relative_to(os.path.abspath(self.run.root))
         if not _tracked(self.run, path) or not path.is_file():
             return
         self.sha[self.run.relative(path)] = io.sha256_file(path)

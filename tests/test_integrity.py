@@ -133,6 +133,20 @@ def test_files_written_while_a_run_is_open_are_recorded_and_checked(tmp_path):
     assert integrity.records(run)["samples/m/r016_s0.npz"] == recorded
 
 
+def test_a_run_directory_given_relative_is_recorded_the_same(tmp_path, monkeypatch):
+    """`bench run` without --results uses a relative results/ folder; atomic_path reports absolute
+    paths. Both must name the same files (this crashed every default run once)."""
+    monkeypatch.chdir(tmp_path)
+    run = RunDir(Path("results") / "s" / "r1")
+    integrity.open_run(run)
+    try:
+        io.write_text(run.suite_yaml, "name: s\n")  # not recorded: the editable suite.yaml
+        io.write_text(run.root / "samples" / "m" / "r016_s0.npz", "data")
+    finally:
+        integrity.close_run(run)
+    assert set(integrity.records(run)) == {"samples/m/r016_s0.npz"}
+
+
 # ------------------------------------------------------------------ outputs, escaping, YAML
 
 
