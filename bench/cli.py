@@ -27,7 +27,7 @@ import yaml
 from bench import __version__
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.io import PROJECT_ROOT, cache_dir, write_text
+from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
 from bench.metrics import FID_MODES, METRICS, MetricOptions
 from bench.scale import scale_suite
 
@@ -47,6 +47,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """dfu-bench: train, sample across resolutions, and score diffusion models."""
 
 
+TRUST_HELP = ("load the Inception file named by --inception (or the suite's metrics.inception_path) even if its "
+              "sha256 is not a known Inception-v3 file: TorchScript runs code, so only for a file you made")
 MODE_HELP = "FID mode: " + " or ".join(f"{m.name} ({m.how})" for m in FID_MODES.values())
 _DEFAULTS = MetricOptions()
 
@@ -64,18 +66,40 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
                                               "steps and 8 samples on the same resolution grid (a CPU dry run, "
                                               "suite name + '-tiny')"),
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
-                                                 "(one per GPU on CUDA; gloo processes on CPU)")):
+                                                 "(one per GPU on CUDA; gloo processes on CPU)"),
+        trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP)):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
-    from bench.run import run_suite
+    from bench.api import run_suite
 
     cfg = scale_suite(load_suite(suite), scale)
     if report_dir is None:  # results/ -> reports/, as `bench report` does
         report_dir = results.parent / "reports"
+    _check_run_outputs(run_id, results, report_dir)
+    if trust_inception and cfg.metrics.inception_path:
+        _trust(cfg.metrics.inception_path, "metrics.inception_path")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         args = [str(suite), "--results", str(results), "--scale", scale]
-        args += ["--report-dir", str(report_dir)]
+        args += ["--report-dir", str(report_dir)] + (["--trust-inception"] if trust_inception else [])
         raise typer.Exit(launch_torchrun(nproc, args, run_id))
     run_suite(cfg, results=results, run_id=run_id, report_dir=report_dir)
+
+
+def _check_run_outputs(run_id: Optional[str], results: Path, report_dir: Path) -> None:
+    """Everything a run writes to, checked before it starts: the run id is one folder name, the
+    results, report and cache folders are folders that can be written."""
+    from bench.rundir import check_run_id
+
+    if run_id is not None:
+        check_run_id(run_id)
+    check_output_dir(results, "--results")
+    check_output_dir(report_dir, "--report-dir")
+    check_output_dir(cache_dir(), "the cache folder ($DFU_BENCH_CACHE)")
+
+
+def _trust(path: str, what: str) -> None:
+    from bench.inception import check_explicit
+
+    check_explicit(path, what, trust=True)
 
 
 def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> int:
@@ -116,27 +140,29 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     Run it again with the same arguments to resume, or with more resolutions to add them.
     """
     from bench.datasets import DEFAULT_SHARD_SIZE
+    from bench.io import data_root
     from bench.prepare import parse_resolutions, prepare
 
+    check_output_dir(out if out is not None else data_root(), "--out" if out is not None else "$DFU_BENCH_DATA")
     prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
 
 
 @app.command()
-def fid(a: Path = typer.Argument(..., help="folder or .zip of images"),
-        b: Path = typer.Argument(..., help="folder or .zip of images"),
+def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
+        b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
         batch_size: int = typer.Option(32, min=1),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
-        mode: str = typer.Option("clean", help=MODE_HELP)):
-    """FID between two image folders or zips (last line of output), in clean or legacy mode."""
+        trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),
+        mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
+    """FID between two image sets (last line of output): `bench metrics --metrics fid`, features cached."""
+    from bench.api import compute_metrics
     from bench.dist import pick_device
-    from bench.features import build_feature_extractor
-    from bench.images import ImageFiles
-    from bench.scoring import fid_of_sets
 
-    ImageFiles(a), ImageFiles(b)  # validate both before loading Inception
-    result = fid_of_sets(a, b, build_feature_extractor(mode, pick_device(device), batch_size, inception))
+    pick_device(device)
+    _check_inception(inception, trust_inception)
+    result = compute_metrics(a, b, ["fid"], device=device, batch_size=batch_size, inception=inception, mode=mode)
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
 
@@ -153,20 +179,59 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
                                                                  "(a suite's metrics.pr_k)"),
             device: str = typer.Option("auto"),
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
+            trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),
             mode: str = typer.Option("clean", help=MODE_HELP + "; .npz features are taken as made in it")):
     """Any metrics between two image sets (A = generated, B = reference); features are cached."""
-    from bench.scoring import compare_sets
+    from bench.api import compute_metrics
+    from bench.dist import pick_device
+
+    pick_device(device)
+    _check_inception(inception, trust_inception)
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
                             patches_per_image=patches_per_image)
-    result = compare_sets(a, b, names, device=device, batch_size=batch_size, inception_path=inception,
-                          options=options, mode=mode)
+    result = compute_metrics(a, b, names, device=device, batch_size=batch_size, inception=inception,
+                             options=options, mode=mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:
         for k, v in result.items():
             typer.echo(f"{k}: {v}")
+
+
+def _check_inception(inception: Optional[str], trust: bool) -> None:
+    if inception is not None:
+        from bench.inception import check_explicit
+
+        check_explicit(inception, "--inception", trust=trust)
+
+
+@app.command()
+def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: the .safetensors of `bench "
+                                                       "import-checkpoint`, or a model a run trained"),
+           resolutions: str = typer.Option(..., help="comma list of square resolutions, e.g. 32,64,160"),
+           seeds: str = typer.Option("0-63", help="seeds as EDM's generate.py takes them, e.g. 0-63,100; "
+                                                  "image s comes from the latent seeded with s"),
+           outdir: Path = typer.Option(..., help="writes OUTDIR/<res>/<seed>.png (or OUTDIR/<res>.npz)"),
+           batch: int = typer.Option(32, min=1, help="images per batch (output does not depend on the "
+                                                      "process count; it may on the batch, by float round-off)"),
+           steps: int = typer.Option(18, min=1, help="Heun steps (EDM's sampler; 2 * steps - 1 network calls)"),
+           format: str = typer.Option("png", help="png: one file per seed and resolution; npz: one "
+                                                 "OUTDIR/<res>.npz of images and seeds, as bench metrics reads"),
+           device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+           precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast of the network)")):
+    """Sample CHECKPOINT at each resolution for each seed (EDM generate.py's conventions).
+
+    Resumable: finished seeds are skipped. Under torchrun the seeds' batches are split between
+    the processes, which write the same files as one process."""
+    from bench.api import sample as sample_images
+    from bench.sample import parse_resolutions, parse_seeds
+
+    if precision not in ("fp32", "bf16"):
+        raise BenchError(f"--precision {precision!r} is not known; use fp32 or bf16")
+    sample_images(checkpoint, parse_resolutions(resolutions), parse_seeds(seeds), outdir, batch=batch,
+                  steps=steps, format=format, device=device, precision=precision)
 
 
 @app.command()
@@ -178,10 +243,14 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
     from bench.results import load_rows
     from bench.rundir import RunDir
 
+    from bench.integrity import check_report_inputs
+
     run = RunDir(run_dir)
     if not run.metrics_csv.is_file():
         raise BenchError(f"{run.metrics_csv} not found; finish the run first (bench run SUITE --run-id {run.name})")
-    out = write_report(run, load_suite(run.suite_yaml), load_rows(run), report_dir)
+    cfg = check_report_inputs(run)  # every file the report reads, before anything is written
+    check_output_dir(report_dir, "--report-dir")
+    out = write_report(run, cfg, load_rows(run), report_dir)
     typer.echo(str(out))
 
 
@@ -201,6 +270,9 @@ def regress(baseline: Path = typer.Option(Path("results/baselines/ci.json"), hel
         raise typer.Exit(code)
 
 
+CARD_MIN, CARD_MAX = 8, 2048  # model-card resolutions, px
+
+
 @app.command("model-card")
 def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (bench list) or a YAML/JSON file of ArchConfig fields"),
                    resolutions: str = typer.Option("32,64,96,128,160", help="comma list of square resolutions"),
@@ -217,9 +289,21 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
         res = [int(r) for r in resolutions.split(",") if r.strip()]
     except ValueError:
         raise BenchError(f"--resolutions {resolutions!r} is not a comma list of integers, e.g. 32,64,96") from None
+    bad = [r for r in res if not CARD_MIN <= r <= CARD_MAX]
+    if bad or not res:
+        raise BenchError(f"--resolutions {resolutions!r}: {bad[0] if bad else 'none given'} is not a resolution; "
+                         f"give pixels from {CARD_MIN} to {CARD_MAX}, e.g. 32,64,96")
+    if memory_resolution is not None and not CARD_MIN <= memory_resolution <= CARD_MAX:
+        raise BenchError(f"--memory-resolution {memory_resolution} is out of range; give pixels from {CARD_MIN} "
+                         f"to {CARD_MAX}")
+    if memory_batch > 4096:
+        raise BenchError(f"--memory-batch {memory_batch} is out of range; give at most 4096 images")
     cfg = _arch_from_arg(arch)
     if mode:
-        cfg = cfg.replace(mode=mode)
+        try:
+            cfg = cfg.replace(mode=mode)
+        except ValueError:
+            raise BenchError(f"--mode {mode!r} is not a mode; use spatial (UNet), spectral or dual (DFU)") from None
     memory = None
     if memory_resolution:
         memory = train_step_peak_memory(cfg, memory_resolution, memory_batch, pick_device(device))
@@ -252,6 +336,7 @@ def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snaps
     from bench import checkpoint
 
     cfg = _arch_from_arg(arch) if arch is not None else None
+    check_output_dir(out, "--out", file=True)
     if not state.is_file():
         raise BenchError(f"{state} does not exist; give a network-snapshot-*.pkl or the file saved from the "
                          "authors' net.state_dict()")

@@ -8,12 +8,14 @@ resolutions the architecture cannot run at) and the data (missing folder).
 from __future__ import annotations
 
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from bench.errors import BenchError
 from bench.metrics import FID_MODES, METRICS, MetricOptions
@@ -21,14 +23,55 @@ from bench.paper import labels
 
 Resolution = Annotated[int, Field(ge=8, le=512)]
 
+# Upper bounds that a user can read in the error (`Input should be less than or equal to ...`):
+# far above any real run (the paper's are 50k samples, 200k steps, batch 512), far below what
+# would allocate for ever or overflow a seed.
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding range
+MAX_IMAGES = 10_000_000  # dataset.size, sample.n: images
+MAX_SEED_SET = 1_000_000  # sample.seeds: set s uses seeds s*n .. (s+1)*n-1
+MAX_STEPS = 100_000_000  # optimizer steps
+MAX_KIMG = 10_000_000.0  # thousands of images
+MAX_BATCH = 65_536  # images per batch
+MAX_SAMPLER_STEPS = 10_000  # ODE steps per sample
+# a run id, suite name or model name becomes one path component: letters, digits, '_', '.', '-'
+# (model names also '+'), not starting with '.' or '-', at most 128 characters
+NAME_LENGTH = 128
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
+# YAML aliases may expand a small file into an enormous structure (an "alias bomb")
+MAX_YAML_NODES = 100_000
+
+
+def name_problem(value: str, pattern: re.Pattern = SAFE_NAME) -> Optional[str]:
+    """Why `value` cannot be a path component of the results (None: it can)."""
+    if not isinstance(value, str) or not value:
+        return "must not be empty"
+    if len(value) > NAME_LENGTH:
+        return f"is {len(value)} characters long; use at most {NAME_LENGTH}"
+    if not pattern.fullmatch(value):
+        extra = ", '+'" if pattern is SAFE_MODEL_NAME else ""
+        return (f"{value!r} is not one plain folder name; use letters, digits, '_', '.', '-'{extra} "
+                "(not starting with '.' or '-')")
+    return None
+
+
+def _safe_name(pattern: re.Pattern):
+    def check(v):
+        problem = name_problem(v, pattern) if isinstance(v, str) else None
+        if problem:
+            raise ValueError(problem)
+        return v
+    return check
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float of a suite is finite (`Input should be a finite number`)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetConfig(Strict):
     kind: Literal["toyfaces", "imagefolder", "prepared", "grf", "openmoji"] = "toyfaces"
-    size: Optional[int] = Field(None, gt=0, description="toyfaces, grf: number of images; openmoji: the first "
+    size: Optional[int] = Field(None, gt=0, le=MAX_IMAGES, description="toyfaces, grf: number of images; openmoji: the first "
                                                         "`size` of the subset (default: all of it)")
     seed: int = 0
     path: Optional[str] = Field(None, description="imagefolder: folder or .zip of images")
@@ -83,28 +126,28 @@ class TrainConfig(Strict):
 
     resolutions: list[Resolution] = Field(default_factory=list,
                                           description="required, except for a finetune model (taken from its base)")
-    weights: Optional[list[Annotated[float, Field(gt=0)]]] = None
+    weights: Optional[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]] = None
     schedule: Optional[Literal["round-robin", "weighted", "weighted-per-rank"]] = Field(
         None, description="round-robin: one step per resolution in the order of `resolutions` (the authors' "
                           "published runs); weighted: one resolution per global step drawn by `weights`; "
                           "weighted-per-rank: every process draws its own (results depend on the process "
                           "count). Default: weighted when weights are given (or for a fine-tune), else round-robin")
-    steps: Optional[int] = Field(None, gt=0)
-    kimg: Optional[float] = Field(None, gt=0, description="duration in thousands of images (instead of steps)")
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    lr_warmup_steps: Optional[int] = Field(None, ge=0)
-    lr_warmup_kimg: Optional[float] = Field(None, ge=0, description="linear LR warm-up, in kimg (instead of steps)")
+    steps: Optional[int] = Field(None, gt=0, le=MAX_STEPS)
+    kimg: Optional[float] = Field(None, gt=0, le=MAX_KIMG, description="duration in thousands of images (instead of steps)")
+    batch_size: int = Field(16, gt=0, le=MAX_BATCH)
+    lr: float = Field(1e-3, gt=0, le=10)
+    lr_warmup_steps: Optional[int] = Field(None, ge=0, le=MAX_STEPS)
+    lr_warmup_kimg: Optional[float] = Field(None, ge=0, le=MAX_KIMG, description="linear LR warm-up, in kimg (instead of steps)")
     ema_halflife_kimg: float = Field(2.0, gt=0, description="EMA half-life in thousands of images")
     ema_rampup: Optional[float] = Field(0.05, gt=0, description="half-life <= rampup * images seen")
     dropout: Optional[float] = Field(None, ge=0, lt=1)
     augment: Optional[float] = Field(None, gt=0, le=1, description="EDM geometric augmentation probability "
                                      "(the authors: 0.12); needs the 9-dim augment label embedding")
-    checkpoint_every: Optional[int] = Field(None, gt=0)
-    checkpoint_every_kimg: Optional[float] = Field(None, gt=0, description="checkpoint interval in kimg")
-    data_warmup_kimg: float = Field(0.0, ge=0, description="first K thousand images only at <= data_warmup_max_resolution")
+    checkpoint_every: Optional[int] = Field(None, gt=0, le=MAX_STEPS)
+    checkpoint_every_kimg: Optional[float] = Field(None, gt=0, le=MAX_KIMG, description="checkpoint interval in kimg")
+    data_warmup_kimg: float = Field(0.0, ge=0, le=MAX_KIMG, description="first K thousand images only at <= data_warmup_max_resolution")
     data_warmup_max_resolution: Optional[Resolution] = None
-    micro_batch: dict[int, Annotated[int, Field(gt=0)]] = Field(
+    micro_batch: dict[int, Annotated[int, Field(gt=0, le=MAX_BATCH)]] = Field(
         default_factory=dict, description="per-resolution micro-batch cap (gradient accumulation)")
 
     @model_validator(mode="after")
@@ -192,7 +235,7 @@ class FinetuneConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: Annotated[str, AfterValidator(_safe_name(SAFE_MODEL_NAME))]
     adapter: str
     arch: Optional[str] = None
     arch_overrides: dict = Field(default_factory=dict)
@@ -200,9 +243,18 @@ class ModelConfig(Strict):
     finetune: Optional[FinetuneConfig] = None
     source: Optional[str] = Field(None, description="bilinear: a model name or 'data'")
     base_resolution: Optional[Resolution] = None
+    checkpoint: Optional[str] = Field(None, description="a pretrained network instead of `train`: a dfu-bench "
+                                      "checkpoint (.safetensors with its .json; bench import-checkpoint's output "
+                                      "or a model of another run), relative to the current directory")
+    trained_on: Optional[list[Resolution]] = Field(None, min_length=1, description="the resolutions a checkpoint's "
+                                                   "network was trained on, when its metadata does not record them")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("give train (train it here) or checkpoint (a pretrained network), not both")
+        if self.trained_on is not None and self.checkpoint is None:
+            raise ValueError("trained_on describes a checkpoint; remove it or give checkpoint")
         if self.train is None:
             if self.finetune is not None:
                 raise ValueError("a finetune model needs a train section (steps or kimg, lr, batch_size)")
@@ -216,12 +268,12 @@ class ModelConfig(Strict):
 
 class SampleConfig(Strict):
     resolutions: list[Resolution] = Field(min_length=1)
-    n: int = Field(gt=1, description="samples per (model, resolution, seed set)")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+    n: int = Field(gt=1, le=MAX_IMAGES, description="samples per (model, resolution, seed set)")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED_SET)]] = Field(
         default_factory=lambda: [0], min_length=1,
         description="seed sets; set s uses per-sample seeds s*n .. (s+1)*n-1")
-    steps: int = Field(18, gt=0)
-    batch_size: int = Field(32, gt=0)
+    steps: int = Field(18, gt=0, le=MAX_SAMPLER_STEPS)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH)
 
     @model_validator(mode="after")
     def _check(self):
@@ -244,13 +296,13 @@ class MetricsConfig(Strict):
                           "all (the paper's protocol); both are streamed. Default: min(sample.n, dataset size), "
                           "held in memory")
     metrics: list[MetricName] = Field(default_factory=lambda: ["fid", "kid", "spectral"])
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH)
     inception_path: Optional[str] = None
-    kid_subset_seed: int = _DEFAULTS.kid_subset_seed
-    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, description="patch-fid/patch-kid crop size (px, native "
+    kid_subset_seed: int = Field(_DEFAULTS.kid_subset_seed, ge=0, le=MAX_SEED)
+    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, le=512, description="patch-fid/patch-kid crop size (px, native "
                                                                      "resolution)")
-    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1)
-    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, description="k of the k-NN manifolds for precision/recall")
+    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1, le=10_000)
+    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, le=10_000, description="k of the k-NN manifolds for precision/recall")
 
     # Unions report one error per member; these say what is wrong in one line instead.
     @field_validator("fid_mode", mode="before")
@@ -327,10 +379,10 @@ class ReportConfig(Strict):
 
 
 class SuiteConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Annotated[str, AfterValidator(_safe_name(SAFE_NAME))]
     description: str = ""
-    seed: int = 0
-    seeds: Optional[list[Annotated[int, Field(ge=0)]]] = Field(
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seeds: Optional[list[Annotated[int, Field(ge=0, le=MAX_SEED)]]] = Field(
         None, min_length=1, description="training seeds: every trained model is trained once per seed (each as "
         "with `seed: T`); sampling seed sets stay as they are. Reports give mean and a 95% interval over them")
     device: str = "auto"
@@ -404,11 +456,51 @@ def load_suite(path: str | Path) -> SuiteConfig:
     if not path.is_file():
         raise BenchError(f"suite file {path} does not exist; see suites/ for examples")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path} is not UTF-8 text (byte {exc.start} is not valid UTF-8); save the suite as "
+                         "UTF-8 YAML") from None
+    except OSError as exc:
+        raise BenchError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); check the file") from None
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise BenchError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: expected a mapping at the top level (name, dataset, models, sample)")
-    return parse_suite(data, str(path))
+    cfg = parse_suite(data, str(path))  # first: an unknown key is the clearer message
+    if _expanded_nodes(node) > MAX_YAML_NODES:
+        raise BenchError(f"{path}: YAML aliases (*name) expand to more than {MAX_YAML_NODES:,} values (an alias "
+                         "bomb?); write the values out instead of repeating aliases")
+    return cfg
+
+
+def _expanded_nodes(root) -> int:
+    """How many nodes the YAML graph holds once every alias is expanded (shared nodes counted per use)."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 1  # a recursive alias counts once, as it is built once
+            if isinstance(node, yaml.SequenceNode):
+                sizes[key] += sum(size(n) for n in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                sizes[key] += sum(size(k) + size(v) for k, v in node.value)
+        return sizes[key]
+
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(max(limit, 10_000))
+        return size(root)
+    except RecursionError:
+        return MAX_YAML_NODES + 1
+    finally:
+        sys.setrecursionlimit(limit)

@@ -19,18 +19,39 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
+from bench.errors import BenchError
 from bench.io import rank_info
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; anything else is passed to torch."""
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def pick_device(name: str = "auto", what: str = "--device") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; cpu, cuda, cuda:N or mps when this machine
+    has it, else BenchError naming `what` (the option or suite key the name came from)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise BenchError(f"{what} {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BenchError(f"{what} {name!r}: no CUDA device is available on this machine; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise BenchError(f"{what} {name!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}; use one of them or auto")
+    if device.type == "mps" and not _mps_available():
+        raise BenchError(f"{what} {name!r}: MPS is not available on this machine; use cpu or auto")
+    return device
 
 
 def enabled() -> bool:

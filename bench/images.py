@@ -6,8 +6,8 @@ images are square, at a resolution between MIN_RESOLUTION and MAX_RESOLUTION px
 
 `ImageFiles` reads image files: a folder (searched recursively) or a .zip, the
 files whose names end in IMAGE_EXTENSIONS, hidden files and macOS's __MACOSX/
-left out, sorted by relative path, each decoded to RGB (alpha dropped) at its
-native size. What happens next is the caller's: an `imagefolder` dataset
+left out, sorted by relative path, each decoded to RGB (`to_rgb`: 16-bit to its high byte, alpha composited onto
+white) at its native size. What happens next is the caller's: an `imagefolder` dataset
 (bench.datasets) centre-crops and resizes, `bench data prepare` writes shards,
 `bench fid` and `bench metrics` (bench.features) take the pixels as they are.
 """
@@ -49,11 +49,39 @@ def check_index(i: int, size: int, name: str) -> int:
     return int(i)
 
 
+HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit greyscale as PIL opens it
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as RGB, by the harness's one rule:
+
+    * 16-bit greyscale: the high byte (v >> 8, exact for v = 257 * u8); PIL's own
+      convert("RGB") clips every value above 255 to white. (48-bit RGB PNGs open as
+      8-bit RGB already: PIL keeps the high byte.)
+    * palette, greyscale, bilevel: their colours (convert("RGB"));
+    * alpha (RGBA, LA, a palette or greyscale with a transparent colour): composited onto
+      white, out = a/255 * c + (1 - a/255) * 255, rounded -- what a page or viewer shows
+      behind a transparent pixel. Dropping alpha would expose whatever colour the encoder
+      left under transparent pixels, so the pixels would depend on the program that saved
+      the file.
+    """
+    if img.mode in HIGH_BIT_MODES:
+        grey = (np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+    if img.mode in ALPHA_MODES or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"))
+        a = rgba[..., 3:].astype(np.float64) / 255
+        return Image.fromarray(np.rint(a * rgba[..., :3] + (1 - a) * 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
 def decode_rgb(data: bytes) -> Image.Image:
-    """Fully decode image bytes and convert to RGB (alpha dropped); PIL's exception on bad data."""
+    """Fully decode image bytes and convert to RGB (`to_rgb`); PIL's exception on bad data (an image
+    over PIL's pixel limit raises Image.DecompressionBombError, as everywhere)."""
     img = Image.open(io.BytesIO(data))
     img.load()
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 def verify_image(data: bytes) -> int:
@@ -93,6 +121,9 @@ class ImageFiles:
             self.container = "zip"
             with zipfile.ZipFile(self.path) as zf:
                 files = [info.filename for info in zf.infolist() if not info.is_dir()]
+        elif self.path.suffix.lower() == ".zip":
+            raise BenchError(f"'{self.path}' is not a readable zip (damaged, or not a zip at all); re-create it "
+                             "or point at a folder of images")
         else:
             raise BenchError(f"path '{self.path}' is neither a folder nor a .zip; "
                              "point it at a folder or a .zip of images")

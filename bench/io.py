@@ -12,7 +12,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
+
+from bench.errors import BenchError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +29,25 @@ def data_root() -> Path:
     return Path(os.environ.get("DFU_BENCH_DATA", PROJECT_ROOT / "data")).expanduser()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in target's folder; rename it onto target on success."""
+    """Yield a temporary path in target's folder; rename it onto target on success.
+
+    The file gets the mode `open()` would give it (0666 minus the umask), not mkstemp's 0600,
+    so results and caches can be shared as the user's umask says."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -37,10 +55,62 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # after the writer: some (safetensors) replace the file they are given with one of their own
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _notify(target)
+
+
+# folder -> callback(path) after each file atomic_path writes under it (bench.integrity records
+# the checksum of every file a run writes this way)
+_WATCHERS: dict[Path, Callable[[Path], None]] = {}
+
+
+def watch(folder: Path, callback: Optional[Callable[[Path], None]]) -> None:
+    """Call `callback(path)` after every atomic write under `folder`; None stops it."""
+    key = Path(os.path.abspath(folder))
+    if callback is None:
+        _WATCHERS.pop(key, None)
+    else:
+        _WATCHERS[key] = callback
+
+
+def _notify(target: Path) -> None:
+    if not _WATCHERS:
+        return
+    path = Path(os.path.abspath(target))
+    for folder, callback in list(_WATCHERS.items()):
+        if folder in path.parents:
+            callback(path)
+
+
+def check_output_dir(path: str | os.PathLike, what: str, file: bool = False) -> Path:
+    """Refuse (BenchError) an output location that cannot be written, before anything is.
+
+    `path` is a folder (made if missing) or, with file=True, a file to be created or replaced.
+    The nearest existing folder on the way must be a folder and writable; writability is
+    probed with a temporary folder that is removed at once."""
+    path = Path(path).expanduser()
+    if file and path.is_dir():
+        raise BenchError(f"{what} {path} is a folder; give the name of a file to write")
+    if not file and path.exists() and not path.is_dir():
+        raise BenchError(f"{what} {path} is a file, not a folder; give a folder (it is made if missing)")
+    probe = path.parent if file else path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"{what} {path}: {probe} is a file, not a folder; give a path inside a folder")
+    try:
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+        os.rmdir(tempfile.mkdtemp(prefix=".dfu-bench-probe.", dir=probe))
+    except OSError as exc:
+        raise BenchError(f"{what} {path} is not writable ({probe}: {exc.strerror or type(exc).__name__}); "
+                         "choose a folder you can write to") from None
+    return path
 
 
 def sha256_file(path: Path) -> str:

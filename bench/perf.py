@@ -5,6 +5,12 @@ so a single absolute time says little. Every kernel here is timed interleaved
 with a fixed float32 GEMM and reported as a ratio to it; drift that slows both
 cancels. The same kernels back `make bench` (pytest-benchmark) and the
 throughput half of `bench regress`.
+
+On a CPU, `measure` runs every kernel on one torch thread and reads CPU time
+(process_time), not wall time: with other jobs on the cores, two OpenMP threads
+waiting for each other made single calls 10-20x slower and a CI run failed on a
++54% that was the neighbours' load, not the code. One thread's CPU time is what an
+idle machine's wall time would be. On CUDA the clock is wall time after a sync.
 """
 from __future__ import annotations
 
@@ -105,13 +111,15 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in [
 
 
 def time_call(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
+    """Seconds per call: CPU time of this process on a CPU, wall time after a sync on CUDA."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     out = []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         _sync(device)
-        out.append(time.perf_counter() - t0)
+        out.append(clock() - t0)
     return out
 
 
@@ -119,6 +127,16 @@ def measure(names: list[str] | None = None, device: torch.device | None = None, 
             rounds: int = 3) -> dict:
     """Median seconds per kernel and its ratio to the calibration GEMM, interleaved in `rounds`."""
     device = device or torch.device("cpu")
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # see the module docstring
+    try:
+        return _measure(names, device, repeats, rounds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(names: list[str] | None, device: torch.device, repeats: int, rounds: int) -> dict:
     names = [n for n in (names or list(KERNELS)) if n != CALIBRATION]
     calls = {n: KERNELS[n].make(device) for n in [CALIBRATION, *names]}
     for fn in calls.values():  # warm-up: allocator, caches, lazy init
@@ -131,6 +149,7 @@ def measure(names: list[str] | None = None, device: torch.device | None = None, 
     calib = statistics.median(times[CALIBRATION])
     return {
         "device": str(device), "calibration": CALIBRATION, "calibration_seconds": calib,
+        "clock": "wall" if device.type == "cuda" else "cpu, 1 thread",
         "kernels": {n: {"seconds": statistics.median(times[n]), "ratio": statistics.median(times[n]) / calib}
                     for n in names},
     }

@@ -14,6 +14,11 @@ every model a training seed touches (trained, fine-tuned, or resizing such a
 model's samples), each built and trained as the suite with `seed: T` would be;
 `key` names its place in the run directory (bench.rundir.model_key).
 
+A model with `checkpoint:` (a pretrained network) is loaded here, through
+bench.pretrained, so a missing, unreadable or mismatched checkpoint fails the
+plan like any other problem; its training resolutions are its metadata's or
+`trained_on:`, and a fine-tune of it starts from its weights.
+
 What the harness knows about a model comes from its adapter's interface
 (trainable, uses_source, role, resolution_problem, ...): nothing here tests an
 adapter's name.
@@ -30,13 +35,15 @@ from bench import grf, openmoji
 from bench.config import ModelConfig, SuiteConfig
 from bench.datasets import RESIZE_FILTER, ImageDataset, build_dataset
 from bench.errors import BenchError
-from bench.inception import resolve
+from bench.inception import check_explicit, resolve
 from bench.dist import pick_device
 from bench.io import rank_info
+from bench.pretrained import arch_of, load_model, recorded_resolutions
 from bench.metrics import select
 from bench.rundir import model_key
 from models.adapters import ADAPTERS, ROLES, Adapter, Setup
 from models.augment import LABEL_DIM
+from models.networks import get_arch
 from models.training import TrainSettings
 
 
@@ -69,6 +76,7 @@ class ModelPlan:
     sample: SampleSettings
     train_seed: Optional[int] = None  # the suite's `seeds:` entry this instance was trained with, else None
     key: str = ""  # its name in the run directory: the model's name, or name@tT per training seed
+    checkpoint: Optional[str] = None  # a pretrained network's checkpoint (loaded into the adapter at planning)
 
     @property
     def largest_trained_resolution(self) -> int:
@@ -117,13 +125,15 @@ def data_resolutions(cfg: SuiteConfig) -> list[int]:
     `finetune.upsample_from` images, which are.
     """
     needed = set(cfg.sample.resolutions)
-    for m in cfg.models:
+    for i, m in enumerate(cfg.models):
         if m.train is not None:
             needed.update(m.train.resolutions)
         if m.source == "data" and m.base_resolution is not None:
             needed.add(m.base_resolution)
         if m.finetune is not None and m.finetune.upsample_from is not None:
             needed.add(m.finetune.upsample_from)
+        if m.finetune is not None and _bases_come_first(cfg, i):  # a fine-tune trains on its base's
+            needed.update(_real_resolutions(cfg, m))                  # resolutions (a pretrained base's too)
     return sorted(needed)
 
 
@@ -134,7 +144,7 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
     dataset = build_dataset(cfg.dataset.kind, **dataset_options(cfg))
     if hasattr(dataset, "validate"):
         dataset.validate(data_resolutions(cfg))  # missing data fails here, in well under a second
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "device")
     problems: list[str] = []
     rn = cfg.metrics.reference_n
     if isinstance(rn, int) and rn > len(dataset):
@@ -157,6 +167,8 @@ def plan_suite(cfg: SuiteConfig) -> Plan:
                         f"the {cfg.dataset.kind} dataset does not have; use kind: grf or remove it")
     if problems:
         raise BenchError("\n".join(problems))
+    if cfg.metrics.inception_path:  # a known file, or one trusted with --trust-inception
+        check_explicit(cfg.metrics.inception_path, "metrics.inception_path")
     resolve(cfg.metrics.inception_path)  # fail now, not after training
 
     s = cfg.sample
@@ -185,8 +197,15 @@ def _model_problems(cfg: SuiteConfig, i: int, device: torch.device, adapters: di
     if cls is None:
         return [f"{where}.adapter: unknown model {m.adapter!r}; known: {', '.join(sorted(ADAPTERS))}"]
     problems = []
-    if cls.trainable and m.train is None:
-        return [f"{where}.train: {m.adapter} needs a train section (resolutions, steps)"]
+    if m.checkpoint is not None:
+        if not cls.trainable:
+            return [f"{where}.checkpoint: {m.adapter} has no network to load; remove checkpoint"]
+        adapter, problems = _pretrained(cfg, m, device, where)
+        if adapter is None:
+            return problems
+    elif cls.trainable and m.train is None:
+        return [f"{where}.train: {m.adapter} needs a train section (resolutions, steps) or a checkpoint "
+                "(a pretrained network)"]
     if not cls.trainable and m.train is not None:
         problems.append(f"{where}.train: {m.adapter} is not trained; remove the train section")
     if cls.uses_source:
@@ -195,19 +214,20 @@ def _model_problems(cfg: SuiteConfig, i: int, device: torch.device, adapters: di
         takers = sorted(name for name, c in ADAPTERS.items() if c.uses_source)
         problems.append(f"{where}: source/base_resolution only apply to {', '.join(takers)}; remove them")
     try:
-        adapter = _build(cfg, m, cls, device)
+        if m.checkpoint is None:
+            adapter = _build(cfg, m, cls, device)
     except (KeyError, ValueError, TypeError) as exc:
         return problems + [f"{where}.arch: {str(exc).strip(chr(39))}"]
     if getattr(adapter, "role", None) not in ROLES:
         return problems + [f"{where}.adapter: {m.adapter} declares role {getattr(adapter, 'role', None)!r}, not one "
                            f"of {', '.join(ROLES)}; fix the adapter class"]
-    if cls.trainable:
+    if m.train is not None:
         if m.finetune is not None:
             problems += _finetune_problems(cfg, i, adapter, adapters)
         if m.train.augment and adapter.augment_dim != LABEL_DIM:
             problems.append(f"{where}.arch_overrides.augment_dim: train.augment needs the {LABEL_DIM}-dim "
                             f"augmentation label embedding, not {adapter.augment_dim}; remove the override")
-    trained = set(m.train.resolutions) if cls.trainable else set()
+    trained = set(m.train.resolutions) if m.train is not None else set()
     for r in sorted(trained | set(cfg.sample.resolutions)):
         p = adapter.resolution_problem(r)
         if p:
@@ -217,16 +237,56 @@ def _model_problems(cfg: SuiteConfig, i: int, device: torch.device, adapters: di
     return problems
 
 
+def _pretrained(cfg: SuiteConfig, m: ModelConfig, device: torch.device,
+                where: str) -> tuple[Optional[Adapter], list[str]]:
+    """(adapter with the checkpoint's weights, problems) of a `checkpoint:` model; adapter None when
+    the checkpoint cannot be used at all. Its training resolutions: the metadata's, or trained_on."""
+    if m.arch_overrides:
+        return None, [f"{where}.arch_overrides: a checkpoint's network is the one its metadata records; "
+                      "remove arch_overrides"]
+    rt = cfg.runtime
+    try:
+        adapter = load_model(m.checkpoint, device, adapter=m.adapter, sample_steps=cfg.sample.steps,
+                             precision=rt.precision, compile_backend=rt.compile_backend if rt.compile else None)
+    except BenchError as exc:
+        return None, [f"{where}.checkpoint: {exc}"]
+    problems = []
+    if m.arch is not None:
+        try:
+            named = get_arch(m.arch, mode=adapter.arch.mode).to_dict()
+        except ValueError as exc:
+            return None, [f"{where}.arch: {str(exc).strip(chr(39))}"]
+        differ = [k for k, v in adapter.arch.to_dict().items() if k != "dropout" and named.get(k) != v]
+        if differ:
+            problems.append(f"{where}.arch: the checkpoint's network is not {m.arch} (it differs in "
+                            f"{', '.join(differ[:4])}); remove arch: a checkpoint records its architecture")
+    recorded = tuple(adapter.train_resolutions)
+    if m.trained_on is not None and recorded and tuple(m.trained_on) != recorded:
+        problems.append(f"{where}.trained_on: {list(m.trained_on)} contradicts the {list(recorded)} the checkpoint "
+                        "records; remove trained_on")
+    elif m.trained_on is None and not recorded:
+        problems.append(f"{where}.trained_on: {m.checkpoint} does not record the resolutions its network was "
+                        "trained on; give them, e.g. trained_on: [32, 64]")
+    adapter.train_resolutions = tuple(m.trained_on or recorded)
+    return adapter, problems
+
+
 def _build(cfg: SuiteConfig, m: ModelConfig, cls: type, device: torch.device, seed: Optional[int] = None) -> Adapter:
-    """The model's adapter; its initial weights depend on the seed (default: the suite's) and the model's name only."""
+    """The model's adapter; its initial weights depend on the seed (default: the suite's) and the model's name only.
+    A fine-tune of a pretrained network with no arch of its own takes the checkpoint's."""
     overrides = dict(m.arch_overrides)
+    arch = m.arch
+    root = _pretrained_root(cfg, m)
+    if arch is None and root is not None and arch_of(root.checkpoint) is not None:
+        arch = arch_of(root.checkpoint)
+        overrides.setdefault("mode", arch.mode)
     if m.train is not None and m.train.dropout is not None:
         overrides["dropout"] = m.train.dropout
     if _augmented(cfg, m):  # EDM's pipe conditions the network on its augmentation labels
         overrides.setdefault("augment_dim", LABEL_DIM)
     torch.manual_seed(zlib.crc32(f"{cfg.seed if seed is None else seed}:{m.name}".encode()))
     rt = cfg.runtime
-    return cls.build(Setup(arch=m.arch, arch_overrides=overrides, device=device, sample_steps=cfg.sample.steps,
+    return cls.build(Setup(arch=arch, arch_overrides=overrides, device=device, sample_steps=cfg.sample.steps,
                            precision=rt.precision, compile_backend=rt.compile_backend if rt.compile else None,
                            source=m.source, base_resolution=m.base_resolution))
 
@@ -252,9 +312,10 @@ def _finetune_problems(cfg: SuiteConfig, i: int, adapter: Adapter, adapters: dic
     base = before.get(ft.base)
     if base is None:
         return [f"{where}.base: {ft.base!r} is not a model listed before {m.name}"]
-    if base.train is None:
+    if base.train is None and base.checkpoint is None:
         trainable = " or ".join(sorted(name for name, c in ADAPTERS.items() if c.trainable))
-        return [f"{where}.base: {ft.base!r} is not trained (adapter {base.adapter}); name a {trainable} model"]
+        return [f"{where}.base: {ft.base!r} is not trained (adapter {base.adapter}); name a {trainable} model "
+                "(trained here or from a checkpoint)"]
     if ft.base not in adapters:
         return []  # the base's own problems are reported already
     if not adapter.same_network(adapters[ft.base]):
@@ -305,7 +366,7 @@ def _resolve(cfg: SuiteConfig, m: ModelConfig, adapter: Adapter, dataset_size: i
         finetune_base=m.finetune.base if m.finetune is not None else None,
         source=m.source if type(adapter).uses_source else None,
         base_resolution=m.base_resolution if type(adapter).uses_source else None,
-        sample=sample, train_seed=train_seed, key=model_key(m.name, train_seed))
+        sample=sample, train_seed=train_seed, key=model_key(m.name, train_seed), checkpoint=m.checkpoint)
 
 
 def _named(cfg: SuiteConfig, name: str) -> ModelConfig:
@@ -314,6 +375,8 @@ def _named(cfg: SuiteConfig, name: str) -> ModelConfig:
 
 def _real_resolutions(cfg: SuiteConfig, m: ModelConfig) -> tuple[int, ...]:
     """Resolutions of real data a model learned from (see ModelPlan.train_resolutions)."""
+    if m.checkpoint is not None:  # () when neither says: reported by _pretrained
+        return tuple(m.trained_on) if m.trained_on else recorded_resolutions(m.checkpoint)
     if m.finetune is not None:
         return _real_resolutions(cfg, _named(cfg, m.finetune.base))
     if m.train is not None:
@@ -322,6 +385,29 @@ def _real_resolutions(cfg: SuiteConfig, m: ModelConfig) -> tuple[int, ...]:
     if cls is not None and cls.uses_source:
         return _real_resolutions(cfg, _named(cfg, m.source)) if m.source != "data" else (m.base_resolution,)
     return ()
+
+
+def _bases_come_first(cfg: SuiteConfig, i: int) -> bool:
+    """Each base in model i's fine-tune chain is listed before the model that names it (checked, with a
+    message, by _finetune_problems; until then nothing may follow the chain)."""
+    index = {b.name: k for k, b in enumerate(cfg.models)}
+    while cfg.models[i].finetune is not None:
+        k = index.get(cfg.models[i].finetune.base)
+        if k is None or k >= i:
+            return False
+        i = k
+    return True
+
+
+def _pretrained_root(cfg: SuiteConfig, m: ModelConfig) -> Optional[ModelConfig]:
+    """The pretrained model a fine-tune (or a fine-tune's fine-tune) starts from, if any."""
+    seen = set()
+    while m.finetune is not None and m.name not in seen:
+        seen.add(m.name)
+        m = next((b for b in cfg.models if b.name == m.finetune.base), None)
+        if m is None:
+            return None
+    return m if m.checkpoint is not None else None
 
 
 def _upsample_source(cfg: SuiteConfig, m: ModelConfig) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +27,7 @@ from bench import perf
 from bench.config import load_suite
 from bench.errors import BenchError
 from bench.dist import pick_device
-from bench.io import write_json
+from bench.io import check_output_dir, write_json
 from bench.progress import console
 from bench.results import load_rows
 from bench.run import run_suite
@@ -98,28 +99,60 @@ def print_comparison(rows: list[dict]) -> None:
     console.print(table)
 
 
+def _number(value, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_baseline(path: Path) -> dict:
+    if path.is_dir():
+        raise BenchError(f"baseline {path} is a directory; give the baseline's JSON file, e.g. "
+                         "results/baselines/ci.json")
     if not path.is_file():
         raise BenchError(f"baseline {path} does not exist; create it with `bench regress --baseline {path} --update`")
     try:
         data = json.loads(path.read_text())
-        data["quality"], data["throughput"]["kernels"]
-    except (ValueError, KeyError, TypeError):
+        data["quality"].items(), data["throughput"]["kernels"].items()
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise BenchError(f"baseline {path} is not a dfu-bench baseline (quality, throughput); "
                          f"regenerate it with --update") from None
+    for key, entry in data["quality"].items():
+        if not isinstance(entry, dict) or not _number(entry.get("fid")) or not _number(entry.get("kid"), True):
+            raise BenchError(f"baseline {path}: quality.{key} needs a number fid (and kid a number or null), got "
+                             f"{entry!r}; regenerate it with --update")
+    for name, entry in data["throughput"]["kernels"].items():
+        if not isinstance(entry, dict) or not _number(entry.get("ratio")):
+            raise BenchError(f"baseline {path}: throughput.kernels.{name} needs a number ratio, got {entry!r}; "
+                             "regenerate it with --update")
     return data
 
 
 def regress(baseline: Path, suite: Path, results: Path, update: bool = False, skip_quality: bool = False,
             skip_throughput: bool = False, repeats: int = 7) -> int:
+    if skip_quality and skip_throughput:
+        what = f"--update would write a baseline {baseline} that compares" if update else "the run would compare"
+        raise BenchError(f"{what} nothing (--skip-quality and --skip-throughput); drop one of them")
     base = None if update else load_baseline(baseline)
+    if base is not None:
+        compared = (0 if skip_quality else len(base["quality"])) + (
+            0 if skip_throughput else len(base["throughput"]["kernels"]))
+        if not compared:
+            raise BenchError(f"baseline {baseline} compares nothing here (no quality entries"
+                             f"{'' if skip_throughput else ' and no throughput kernels'}); regenerate it with "
+                             "--update")
     cfg = load_suite(suite)
+    if not skip_quality:
+        check_output_dir(results, "--results")
     quality = {}
     if not skip_quality:
         run_id = "regress-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         quality = quality_from_rows(load_rows(run_suite(cfg, results=results, run_id=run_id)))
     throughput = {"kernels": {}} if skip_throughput else perf.measure(repeats=repeats)
     if update:
+        if not quality and not throughput.get("kernels"):
+            raise BenchError(f"--update would write a baseline {baseline} that compares nothing (the suite gave no "
+                             "FID rows and no kernel was timed); check the suite")
         write_json(baseline, {"suite": str(suite), "tolerances": TOLERANCES,
                               "environment": environment(pick_device(cfg.device)),
                               "quality": quality, "throughput": throughput})

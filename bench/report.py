@@ -159,6 +159,21 @@ def _fig2_caption(df: pd.DataFrame, drawn: int, reference: Optional[pd.DataFrame
     return text[0].upper() + text[1:] + "."
 
 
+# characters that would make Markdown or HTML of a suite's text: entities read as the character
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "`": "&#96;",
+                "*": "&#42;", "_": "&#95;", "\\": "&#92;", "|": "&#124;", "!": "&#33;"}
+
+
+def markdown_text(text: str) -> str:
+    """Text from a suite (its description) as one Markdown paragraph that reads as written: no HTML,
+    heading, list, link, image or emphasis of its own."""
+    text = " ".join(text.split())
+    text = "".join(_MD_ENTITIES.get(c, c) for c in text)
+    if text[:1] in ("#", "-", "+", "=", ">") or text.split(" ", 1)[0].rstrip(".)").isdigit():
+        text = "&#8203;" + text  # a zero-width space: the first character starts no block
+    return text
+
+
 def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame],
                    findings: list[str], fig2_drawn: int, fig5: bool, fig5_notes: list[str],
                    tables: str) -> str:
@@ -166,7 +181,7 @@ def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: O
     col = lead_metrics(df)[0]
     lead = COLUMNS[col].label + (f", {fid_impl(df['fid_mode'].iloc[0])}" if col in INCEPTION_COLUMNS else "")
     figure = lambda path, alt: f"![{alt}]({run.relative(path)})"  # noqa: E731
-    parts = [f"# {cfg.name}: report", cfg.description,
+    parts = [f"# {cfg.name}: report", markdown_text(cfg.description),
              f"Run `{run.name}` of the suite in {_link(run, run.suite_yaml)}. {environment_line(run)} "
              f"Every number here comes from {_link(run, run.metrics_csv)} (one row per model, resolution, seed set "
              "and FID mode); "

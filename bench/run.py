@@ -15,6 +15,7 @@ and feature batches are dealt round-robin, rank 0 writes the shared files.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import replace
@@ -26,13 +27,13 @@ import torch
 import yaml
 from PIL import Image
 
-from bench import checkpoint, dist, refset
+from bench import checkpoint, dist, integrity, refset
 from bench.config import SuiteConfig
 from bench.datasets import to_float_tensor
 from bench.errors import BenchError
 from bench.features import FeatureCache, build_feature_extractor, feature_cache
 from bench.images import image_grid
-from bench.io import PROJECT_ROOT, atomic_path, rank_info, write_json, write_text
+from bench.io import PROJECT_ROOT, atomic_path, rank_info, sha256_file, write_json, write_text
 from bench.metrics import BOOTSTRAP_RESAMPLES, Pixels, needs
 from bench.plan import ModelPlan, Plan, plan_suite
 from bench.progress import console, progress
@@ -58,13 +59,16 @@ def run_suite(cfg: SuiteConfig, results: Path = PROJECT_ROOT / "results", run_id
     for model in plan.models:
         if model.train is not None:
             train(plan, run, model)
-            if model.train_seed in (None, plan.train_seeds[0]):  # one card per model: seeds share the network
-                write_model_card(plan, run, model)
+        if (model.train is not None or model.checkpoint is not None) and \
+                model.train_seed in (None, plan.train_seeds[0]):  # one card per model: seeds share the network
+            write_model_card(plan, run, model)
     rows = evaluate(plan, run)
     if rank == 0:
+        write_json(run.environment_json, {**environment(plan.device), **_started(run)})  # what ran it last
         write_report(run, cfg, rows, report_dir)
         console.print(summary_table(cfg, rows))
         console.log(f"results in {run}")
+        integrity.close_run(run)
     dist.barrier()
     dist.shutdown()
     return run
@@ -79,13 +83,33 @@ def set_cuda_precision(precision: str) -> None:
 
 
 def open_run_dir(run: RunDir, plan: Plan) -> None:
-    """suite.yaml and environment.json; a run id started with another suite is refused."""
+    """Lock the run directory and check the files a resume trusts (bench.integrity), then
+    suite.yaml and environment.json; a run id started with another suite is refused."""
     resolved = yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)
+    if rank_info()[0] == 0:
+        integrity.open_run(run)
     if run.suite_yaml.is_file() and run.suite_yaml.read_text() != resolved:
         raise BenchError(f"run {run} was started with a different suite; use another --run-id")
     if rank_info()[0] == 0:
         write_text(run.suite_yaml, resolved)
-        write_json(run.environment_json, environment(plan.device))
+        if not _readable_json(run.environment_json):  # a resume rewrites it at the end
+            write_json(run.environment_json, environment(plan.device))
+
+
+def _started(run: RunDir) -> dict:
+    """{'time': ...} of the run's first start, from the environment record written then ({} if none)."""
+    try:
+        return {"time": json.loads(run.environment_json.read_text())["time"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 # ----------------------------------------------------------------------- train
@@ -146,12 +170,19 @@ def training_batches(plan: Plan, model: ModelPlan) -> Callable[[np.ndarray, int]
 
 
 def write_model_card(plan: Plan, run: RunDir, model: ModelPlan) -> None:
-    """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory."""
+    """checkpoints/<model>/model_card.json: parameters, FLOPs on the grid, training-step memory
+    (a pretrained model's: its checkpoint's network, which file that was, no training step)."""
     path = run.model_card(model.key)
     if path.is_file() or rank_info()[0] != 0:
         return
-    card = model.adapter.model_card(plan.sample.resolutions, memory_resolution=model.largest_trained_resolution,
-                                    batch=model.train.batch_size, device=plan.device)
+    if model.train is None:
+        card = model.adapter.model_card(plan.sample.resolutions)
+        if card is not None:
+            card.update(checkpoint=str(model.checkpoint), checkpoint_sha256=sha256_file(Path(model.checkpoint)),
+                        train_resolutions=list(model.train_resolutions))
+    else:
+        card = model.adapter.model_card(plan.sample.resolutions, memory_resolution=model.largest_trained_resolution,
+                                        batch=model.train.batch_size, device=plan.device)
     if card is not None:
         write_json(path, card)
 

@@ -21,11 +21,14 @@ from typing import Optional
 
 import torch
 
+from bench.config import name_problem
+from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, rank_info
 
 SUITE = "suite.yaml"
 ENVIRONMENT = "environment.json"
 METRICS = "metrics.csv"
+CHECKSUMS = "checksums.json"
 REPORT_FILES = ("index.md", "fig2.png", "samples.png", "fig5.png", "table.md", "table.csv", "table.tex")
 COPIED_FILES = (METRICS, SUITE, ENVIRONMENT)  # also copied beside a report written elsewhere
 
@@ -43,6 +46,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("references/rNNN.npz", "the first real images at NNN px, for Fig. 5"),
     ("previews/<model>_rNNN.png", "a grid of the first samples of the first seed set"),
     (METRICS, "one row per model, sampled resolution, seed set and FID mode"),
+    (CHECKSUMS, "sha256 of every file the run wrote (not the report), checked on resume and by bench report"),
     *((name, "the report") for name in REPORT_FILES),
 )
 TRANSIENT = ("samples/<model>/rNNN_sS.parts/bKKKKK.npz",)  # in LAYOUT, but gone once a run has finished
@@ -86,6 +90,22 @@ class RunDir:
     @property
     def metrics_csv(self) -> Path:
         return self.root / METRICS
+
+    @property
+    def checksums(self) -> Path:
+        """sha256 of each file as the run wrote it (bench.integrity)."""
+        return self.root / CHECKSUMS
+
+    def is_report_file(self, path: Path) -> bool:
+        return Path(path).parent == self.root and Path(path).name in REPORT_FILES
+
+    def is_transient(self, path: Path) -> bool:
+        """A sample set's batch file: removed once the set is merged."""
+        return Path(path).parent.suffix == ".parts"
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every file under checkpoints/, sorted."""
+        return sorted(p for p in (self.root / "checkpoints").rglob("*") if p.is_file())
 
     # the report (REPORT_FILES)
     @property
@@ -185,6 +205,15 @@ def model_of_key(key: str) -> tuple[str, Optional[int]]:
     """model_key's inverse: 'dfu@t2' -> ('dfu', 2), 'dfu' -> ('dfu', None)."""
     name, sep, seed = key.rpartition("@t")
     return (name, int(seed)) if sep and seed.isdigit() else (key, None)
+
+
+def check_run_id(run_id: str, what: str = "--run-id") -> str:
+    """A run id that is one safe folder name under results/<suite>/, or BenchError."""
+    problem = name_problem(run_id)
+    if problem:
+        raise BenchError(f"{what}: {problem} (a run id becomes one folder under results/<suite>/, "
+                         "e.g. 20261127-142725 or baseline-2)")
+    return run_id
 
 
 def new_run_id() -> str:

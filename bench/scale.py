@@ -32,12 +32,15 @@ def scale_suite(cfg: SuiteConfig, scale: str) -> SuiteConfig:
     data = cfg.model_dump()
     if not data["name"].endswith("-tiny"):
         data["name"] += "-tiny"  # tiny results never land beside full ones
+    pretrained = set()  # pretrained networks, and fine-tunes that continue one: their network stays
     for m in data["models"]:
         train = m.get("train")
-        if train is None and m.get("arch") is None:
-            continue  # bilinear: nothing to shrink
-        m["arch"] = "cpu-tiny"
-        m["arch_overrides"] = {k: v for k, v in (m.get("arch_overrides") or {}).items() if k in _TINY_KEPT_OVERRIDES}
+        if m.get("checkpoint") is not None or (m.get("finetune") or {}).get("base") in pretrained:
+            pretrained.add(m["name"])
+        elif not (train is None and m.get("arch") is None):  # (bilinear: nothing to shrink)
+            m["arch"] = "cpu-tiny"
+            m["arch_overrides"] = {k: v for k, v in (m.get("arch_overrides") or {}).items()
+                                   if k in _TINY_KEPT_OVERRIDES}
         if train is not None:
             warmup = bool(train.get("lr_warmup_steps") or train.get("lr_warmup_kimg"))
             for key in _TINY_DROPPED_TRAIN_KEYS:

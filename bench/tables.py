@@ -261,7 +261,8 @@ def model_card_table(run: RunDir) -> str:
         mem_s = f"{mem['peak_bytes'] / 2**20:,.0f} MiB ({mem['resolution']} px x {mem['batch']})" if mem else ""
         flops = [("" if c["flops_per_forward"].get(r) is None else f"{c['flops_per_forward'][r] / 1e9:.2f}")
                  for r in grid]
-        lines.append("| " + " | ".join([name, f"{c['arch']} ({c['mode']})", f"{c['params_total']:,}",
+        how = c["mode"] + (f", {c['spectral_product']} product" if c.get("spectral_product") else "")
+        lines.append("| " + " | ".join([name, f"{c['arch']} ({how})", f"{c['params_total']:,}",
                                          f"{c['params_spectral']:,}", f"{c['params_spatial']:,}", *flops, mem_s]) + " |")
     method = next((c["train_step_memory"]["method"] for c in cards.values() if c.get("train_step_memory")), "")
     return ("## Model cards\n\nGFLOPs per image and denoiser evaluation, as computed (spectral layers as matrix products); "

@@ -11,6 +11,8 @@ Trainable adapters (`trainable = True`, EDMAdapter):
     trainer = adapter.trainer(settings); adapter.adopt(trainer)
     adapter.train_resolutions                     # what it was trained at
     adapter.state() / adapter.load_state(...)     # tensors + JSON metadata for a checkpoint
+    Cls.pretrained(tensors, meta, device)         # a network trained elsewhere, from its checkpoint
+    adapter.sample_seeds(seeds, resolution)       # NHWC uint8, image j from the latent seeded with seeds[j]
     adapter.start_from(base)                      # a fine-tune's start: the base's EMA weights
     adapter.same_network(other)                   # can it start from `other`?
     adapter.frozen_parameters(strategy, freeze)   # what a fine-tune keeps fixed
@@ -69,7 +71,7 @@ def register(name: str):
 class Setup:
     """What the harness passes `Adapter.build`: plain values from a suite's model entry and runtime."""
 
-    arch: Optional[str] = None
+    arch: Optional[str | ArchConfig] = None  # a named architecture, or a config (a pretrained network's)
     arch_overrides: Mapping = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     sample_steps: int = 18
@@ -203,20 +205,25 @@ class EDMAdapter(Adapter):
         self.step = trainer.step
         self._compiled = None
 
-    @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int, batch_size: int = 32) -> np.ndarray:
+        return self.sample_seeds(range(seed, seed + n), resolution, batch_size)
+
+    @torch.no_grad()
+    def sample_seeds(self, seeds: Sequence[int], resolution: int, batch_size: int = 32) -> np.ndarray:
+        """NHWC uint8, image j from the latent seeded with seeds[j] (`latents`' rule), in batches
+        of batch_size taken in order: sample(n, r, seed) is sample_seeds(range(seed, seed + n), r)."""
         problem = self.resolution_problem(resolution)
         if problem:
             raise ValueError(problem)
         self.net.eval()
+        seeds = [int(s) for s in seeds]
         out = []
-        for lo in range(0, n, batch_size):
-            k = min(batch_size, n - lo)
-            z = latents(k, resolution, seed + lo, self.arch.img_channels).to(self.device)
+        for lo in range(0, len(seeds), batch_size):
+            z = torch.cat([latents(1, resolution, s, self.arch.img_channels) for s in seeds[lo:lo + batch_size]])
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                x = heun_sample(self.denoiser(), z, num_steps=self.sample_steps)
+                x = heun_sample(self.denoiser(), z.to(self.device), num_steps=self.sample_steps)
             out.append(to_uint8(x))
-        return np.concatenate(out)
+        return np.concatenate(out) if out else np.zeros((0, resolution, resolution, self.arch.img_channels), np.uint8)
 
     def describe(self) -> dict:
         return {"adapter": self.kind, "arch": self.arch_name, "arch_config": self.arch.to_dict(),
@@ -247,6 +254,52 @@ class EDMAdapter(Adapter):
         adapter.load_state(tensors, meta)
         return adapter
 
+
+
+    @classmethod
+    def pretrained(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping, device: torch.device | str = "cpu",
+                   **options) -> "EDMAdapter":
+        """A network someone trained elsewhere, from a checkpoint's tensors and metadata (a run's
+        model checkpoint, or `bench import-checkpoint`'s output): its architecture comes from
+        `meta["arch_config"]`, its training resolutions from `meta["train_resolutions"]` when
+        recorded (else empty). Called on EDMAdapter itself, the adapter class follows the
+        checkpoint (the one it records, else by mode: spatial -> unet, otherwise dfu); called on
+        a subclass, the network must be of that kind. ValueError names any mismatch.
+        `options`: sample_steps, precision, compile_backend."""
+        try:
+            arch = ArchConfig.from_checkpoint(dict(meta["arch_config"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"its metadata holds no valid arch_config ({str(exc).splitlines()[0][:80]})") from None
+        if cls is EDMAdapter:
+            kind = meta.get("adapter")
+            if kind in ADAPTERS and issubclass(ADAPTERS[kind], EDMAdapter):
+                cls = ADAPTERS[kind]
+            else:
+                cls = ADAPTERS["unet"] if arch.mode == "spatial" else ADAPTERS["dfu"]
+        elif (arch.mode == "spatial") != (cls.mode == "spatial"):
+            fits = sorted(k for k, c in ADAPTERS.items()
+                          if isinstance(c, type) and issubclass(c, EDMAdapter) and (c.mode == "spatial") == (arch.mode == "spatial"))
+            raise ValueError(f"it holds a {arch.mode}-mode network, which adapter {cls.kind} does not run "
+                             f"(a {cls.mode} one); use adapter {' or '.join(fits)}")
+        adapter = cls(arch, {"mode": arch.mode}, device=device, **options)
+        adapter.arch_name = str(meta.get("arch", "custom"))
+        ours = adapter.net.state_dict()
+        missing, extra = sorted(set(ours) - set(tensors)), sorted(set(tensors) - set(ours))
+        shapes = sorted(k for k in set(ours) & set(tensors) if tuple(ours[k].shape) != tuple(tensors[k].shape))
+        problems = [f"{len(keys)} {label} (e.g. {', '.join(keys[:2])})"
+                    for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes)) if keys]
+        if problems:
+            raise ValueError("its tensors do not fit the architecture its metadata records: " + "; ".join(problems))
+        adapter.net.load_state_dict({k: v.to(device=adapter.device, dtype=ours[k].dtype) for k, v in tensors.items()},
+                                    strict=True)
+        rec = meta.get("train_resolutions") or ()
+        if not (isinstance(rec, (list, tuple)) and all(isinstance(r, int) and not isinstance(r, bool) and r > 0
+                                                       for r in rec)):
+            raise ValueError(f"its metadata's train_resolutions {rec!r} is not a list of resolutions")
+        adapter.train_resolutions = tuple(rec)
+        step = meta.get("step", 0)
+        adapter.step = step if isinstance(step, int) else 0
+        return adapter
 
 @register("unet")
 class UNetAdapter(EDMAdapter):

@@ -124,6 +124,8 @@ def model_card(arch: str | ArchConfig, resolutions: Sequence[int], memory: dict 
         problem = resolution_problem(cfg, r)
         flops[str(r)] = None if problem else flops_per_forward(cfg, r)
     card = {"arch": arch if isinstance(arch, str) else "custom", "mode": cfg.mode,
+            # how the spectral layers mix channels: the authors' componentwise, or the complex ablation
+            "spectral_product": cfg.spectral_product if counts["spectral"] else None,
             "params_total": counts["total"], "params_spectral": counts["spectral"],
             "params_spatial": counts["spatial"], "flops_per_forward": flops,
             "flops_note": "per image, one denoiser evaluation, as computed (spectral layers: truncated DFTs "

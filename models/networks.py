@@ -119,6 +119,25 @@ class ArchConfig:
                                  f"modes2={m2}; give positive modes or lower dual_block_thresh")
         if min(self.model_channels, self.num_blocks + 1, self.img_channels) < 1:
             raise ValueError("ArchConfig.model_channels and img_channels must be >= 1, num_blocks >= 0")
+        # sizes far above any trainable network, so that a typo is refused before it is allocated
+        for name, value, top in (("model_channels", self.model_channels, 4096), ("img_channels", self.img_channels, 64),
+                                 ("num_blocks", self.num_blocks, 64), ("label_dim", self.label_dim, 100_000),
+                                 ("channel_mult_emb", self.channel_mult_emb, 64),
+                                 ("channel_mult_noise", self.channel_mult_noise, 64),
+                                 ("augment_dim", self.augment_dim, 1024),
+                                 ("levels (len(channel_mult))", len(self.channel_mult), 16)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise ValueError(f"ArchConfig.{name} {value!r} is out of range; use an integer from 0 to {top}")
+        for name, values, top in (("channel_mult", self.channel_mult, 64), ("modes1", self.modes1, 1024),
+                                  ("modes2", self.modes2, 1024), ("resample_filter", self.resample_filter, 1024)):
+            bad = [v for v in values if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                                                           or not 0 <= v <= top)]
+            if bad:
+                raise ValueError(f"ArchConfig.{name} {bad[0]!r} is out of range; use integers from 0 to {top}")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1
+                and isinstance(self.label_dropout, (int, float)) and 0 <= self.label_dropout < 1):
+            raise ValueError(f"ArchConfig.dropout {self.dropout!r} / label_dropout {self.label_dropout!r}: "
+                             "use numbers in [0, 1)")
 
     # --- structure queries ---------------------------------------------------
 

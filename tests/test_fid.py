@@ -150,3 +150,58 @@ def test_inception_missing_everywhere_names_all_four(tmp_path, monkeypatch):
     assert "\n" not in msg
     for part in ("explicit path", "project cache", "bundled file", "clean-fid download"):
         assert part in msg
+
+
+def test_clean_network_equals_clean_fids_torchscript():
+    """The eager, batch-norm-folded clean network computes clean-fid's TorchScript `.layers`
+    on clean mode's input (299x299 floats in [0, 255]) within 1e-4."""
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    from bench.fidelity import clean_network
+
+    path, _ = resolve()
+    theirs = InceptionV3W(str(path.parent), download=False).eval()
+    ours = clean_network("cpu")
+    x = torch.rand(4, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        a, b = theirs(x), ours(x.contiguous(memory_format=torch.channels_last))
+    assert a.shape == b.shape == (4, 2048)
+    assert (a - b).abs().max().item() <= 1e-4
+    assert a.abs().max().item() > 0.1  # not two zero vectors
+
+
+def test_weights_checksum_is_the_same_in_every_fresh_cache(tmp_path, monkeypatch):
+    """The feature cache keys on weights_sha256: two caches made from one file must agree
+    (a re-saved TorchScript file differs in bytes, so its own checksum cannot be the key)."""
+    import bench.inception as inc
+
+    monkeypatch.delenv(inc.ENV_PATH, raising=False)
+    sums = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / name))
+        inc.resolve(allow_download=False)
+        sums.append(inc.weights_sha256())
+    assert sums[0] == sums[1] == inc.BUNDLED_SHA256
+
+def test_second_fid_reuses_cached_features_and_equals_bench_metrics(run_cli, face_folders, tmp_path, monkeypatch):
+    """`bench fid` is `bench metrics --metrics fid`: the same inputs (.npz included), the same
+    feature cache; the log says which sets' features were computed and which were reused."""
+    from bench.images import ImageFiles
+
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(tmp_path / "cache"))  # a cold cache
+    a, b = face_folders
+    npz = tmp_path / "a.npz"
+    np.savez(npz, images=np.stack(list(ImageFiles(a))))
+    code, out, err = run_cli("fid", str(npz), str(b), "--json", "--device", "cpu")
+    assert code == 0, err
+    first = json.loads(out.strip().splitlines()[-1])
+    assert "reused from cache: none; computed: A, B" in err
+    code, out, err = run_cli("fid", str(a), str(b), "--json", "--device", "cpu")  # the npz's pixels, as files
+    assert code == 0, err
+    second = json.loads(out.strip().splitlines()[-1])
+    assert "reused from cache: A, B; computed: none" in err
+    code, out, err = run_cli("metrics", str(a), str(b), "--metrics", "fid", "--json", "--device", "cpu")
+    assert code == 0, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert first == second == metrics
+    assert (first["n_a"], first["n_b"], first["mode"]) == (24, 24, "clean") and first["fid"] > 1.0

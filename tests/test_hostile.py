@@ -216,73 +216,53 @@ RUN = [
 
     # ---- crashes, or refused only after the run directory exists --------------------------
     case("run-seed-negative", lambda w: w.run(edit=set_("seed", -1)),
-         "seed: Input should be greater than or equal to 0",
-         "suite seed is not bounded (crash in training after the run directory exists)"),
+         "seed: Input should be greater than or equal to 0"),
     case("run-dataset-seed-negative", lambda w: w.run(edit=set_("dataset.seed", -1)), ("toyfaces seed", "-1")),
     case("run-kid-subset-seed-negative", lambda w: w.run(edit=set_("metrics.kid_subset_seed", -1), base=DATA_ONLY),
-         "metrics.kid_subset_seed: Input should be greater than or equal to 0",
-         "metrics.kid_subset_seed is not bounded (numpy seeding crash after sampling)"),
+         "metrics.kid_subset_seed: Input should be greater than or equal to 0"),
     case("run-seeds-1e20-int", lambda w: w.run(edit=set_("sample.seeds", [10**20]), base=DATA_ONLY),
-         "sample.seeds.0: Input should be less than or equal to",
-         "sample.seeds has no upper bound (an object array is saved, and reading it back fails: exit 1)"),
+         "sample.seeds.0: Input should be less than or equal to"),
     case("run-n-1e30-int", lambda w: w.run(edit=set_("sample.n", BIG), base=DATA_ONLY),
          "sample.n: Input should be less than or equal to",
-         "sample.n has no upper bound (runs on; OverflowError once a model samples)",
          limit=3),
     case("run-dataset-size-1e12", lambda w: w.run(edit=set_("dataset.size", 10**12), base=DATA_ONLY),
-         "dataset.size: Input should be less than or equal to",
-         "dataset.size has no upper bound (accepted; a model that trains on it dies of MemoryError)"),
+         "dataset.size: Input should be less than or equal to"),
     case("run-train-batch-1e9", lambda w: w.run(edit=set_("models.0.train.batch_size", 10**9)),
-         "models.0.train.batch_size: Input should be less than or equal to",
-         "train.batch_size has no upper bound (allocates until the memory cap; OOM-killed without it)"),
+         "models.0.train.batch_size: Input should be less than or equal to"),
     case("run-train-steps-1e12", lambda w: w.run(edit=set_("models.0.train.steps", 10**12)),
-         "models.0.train.steps: Input should be less than or equal to",
-         "train.steps has no upper bound (trains for ever)", limit=3),
+         "models.0.train.steps: Input should be less than or equal to", limit=3),
     case("run-sample-steps-1e12", lambda w: w.run(edit=set_("sample.steps", 10**12), base=DATA_ONLY),
-         "sample.steps: Input should be less than or equal to",
-         "sample.steps has no upper bound (accepted; a trained model then asks for 8 TB)"),
+         "sample.steps: Input should be less than or equal to"),
     case("run-lr-inf", lambda w: w.run(edit=set_("models.0.train.lr", float("inf"))),
-         "models.0.train.lr: Input should be a finite number",
-         "lr accepts inf (loss becomes NaN in training, exit 1)"),
+         "models.0.train.lr: Input should be a finite number"),
     case("run-lr-nan", lambda w: w.run(edit=set_("models.0.train.lr", float("nan"))), "models.0.train.lr"),
     case("run-weights-inf", lambda w: w.run(edit=lambda d: d["models"][0]["train"].update(
         resolutions=[16, 24], weights=[float("inf"), 1.0])),
-         "models.0.train.weights.0: Input should be a finite number", "train.weights accepts inf"),
+         "models.0.train.weights.0: Input should be a finite number"),
     case("run-arch-overrides-absurd", lambda w: w.run(edit=models0(arch_overrides={"model_channels": 10**8})),
-         ("models.0 (dfu).arch", "model_channels"),
-         "arch_overrides sizes are not bounded (RuntimeError: cannot allocate 1.6e17 bytes, exit 1)"),
-    case("run-alias-bomb-in-overrides", bomb_in_overrides, "alias",
-         "YAML aliases are expanded without a limit (a 9**6-element override reaches the network)", limit=3),
+         ("models.0 (dfu).arch", "model_channels")),
+    case("run-alias-bomb-in-overrides", bomb_in_overrides, "alias", limit=3),
     case("run-binary-suite", lambda w: ["run", w.blob("bin.yaml", bytes(range(256)) * 4),
-                                        "--results", str(w.results)], ("bin.yaml", "UTF-8"),
-         "a suite that is not text crashes in read_text (UnicodeDecodeError, exit 1)"),
-    case("run-device-cuda7", lambda w: w.run(edit=set_("device", "cuda:7")), ("device", "cuda:7"),
-         "the device is not checked (RuntimeError from torch, exit 1)", skip=(not NO_CUDA7, "8+ GPUs here")),
-    case("run-device-quantum", lambda w: w.run(edit=set_("device", "quantum")), ("device", "quantum"),
-         "the device name is not checked (RuntimeError from torch.device, exit 1)"),
+                                        "--results", str(w.results)], ("bin.yaml", "UTF-8")),
+    case("run-device-cuda7", lambda w: w.run(edit=set_("device", "cuda:7")), ("device", "cuda:7"), skip=(not NO_CUDA7, "8+ GPUs here")),
+    case("run-device-quantum", lambda w: w.run(edit=set_("device", "quantum")), ("device", "quantum")),
     case("run-inception-not-a-network", lambda w: w.run(base=DATA_ONLY, edit=set_("metrics.inception_path", w.text(
-        "notnet.pt", "not a network\n"))), ("metrics.inception_path", "notnet.pt"),
-         "inception_path is only checked to exist; it fails to load after training, with advice to delete "
-         "the user's file"),
+        "notnet.pt", "not a network\n"))), ("metrics.inception_path", "notnet.pt")),
     case("run-results-is-a-file", lambda w: w.run("--results", file_(w), base=DATA_ONLY),
-         ("--results", "afile"), "--results is not checked to be a folder (NotADirectoryError, exit 1)"),
+         ("--results", "afile")),
     case("run-results-unwritable", lambda w: w.run("--results", "/sys/dfu-bench-results", base=DATA_ONLY),
-         ("--results", "/sys/dfu-bench-results", "writable"), "--results is not checked to be writable (exit 1)"),
+         ("--results", "/sys/dfu-bench-results", "writable")),
     case("run-report-dir-is-a-file", lambda w: w.run("--report-dir", file_(w), base=DATA_ONLY),
-         ("--report-dir", "afile"), "--report-dir is checked only after the whole run (NotADirectoryError, exit 1)"),
-    case("run-cache-unwritable", unwritable_cache, ("DFU_BENCH_CACHE", "writable"),
-         "the cache is not checked to be writable (PermissionError, exit 1)"),
+         ("--report-dir", "afile")),
+    case("run-cache-unwritable", unwritable_cache, ("DFU_BENCH_CACHE", "writable")),
     case("run-run-dir-read-only", read_only_run, ("hostile/base", "writable"),
          "a read-only run directory gives PermissionError", skip=(ROOT_IS_ROOT, "root ignores file modes")),
-    case("run-id-parent-escape", lambda w: w.run("--run-id", "../../x", base=DATA_ONLY), "--run-id",
-         "run ids are not checked: ../../x writes outside results/"),
-    case("run-id-absolute", lambda w: w.run("--run-id", str(w.root / "elsewhere"), base=DATA_ONLY), "--run-id",
-         "run ids are not checked: an absolute id writes anywhere"),
+    case("run-id-parent-escape", lambda w: w.run("--run-id", "../../x", base=DATA_ONLY), "--run-id"),
+    case("run-id-absolute", lambda w: w.run("--run-id", str(w.root / "elsewhere"), base=DATA_ONLY), "--run-id"),
     case("run-suite-named-dotdot", lambda w: w.run(edit=set_("name", ".."), base=DATA_ONLY),
-         "suite.yaml: name:", "the suite name pattern allows '..' (the run lands beside results/, the report "
-                              "in reports/..)"),
+         "suite.yaml: name:"),
     case("run-model-named-dotdot", lambda w: w.run(edit=lambda d: d["models"][0].update(name=".."), base=DATA_ONLY),
-         "models.0.name:", "the model name pattern allows '..' (files land in the run directory's root)"),
+         "models.0.name:"),
 ]
 
 FID = [
@@ -295,16 +275,14 @@ FID = [
     case("fid-one-image", lambda w: ["fid", images_dir(w, "one", n=1), images_dir(w)], "at least 2 images"),
     case("fid-mode-typo", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--mode", "cleen"], "'cleen'"),
     case("fid-device-quantum", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--device", "quantum"],
-         ("--device", "quantum"), "--device is passed to torch.device unchecked (RuntimeError, exit 1)"),
+         ("--device", "quantum")),
     case("fid-device-cuda7", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--device", "cuda:7"],
-         ("--device", "cuda:7"), "a device that does not exist is not checked (exit 1)",
+         ("--device", "cuda:7"),
          skip=(not NO_CUDA7, "8+ GPUs here")),
     case("fid-inception-not-a-network", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--inception",
-                                                   w.text("notnet.pt", "x")], ("--inception", "notnet.pt"),
-         "the line blames the install and says to delete the user's own file"),
+                                                   w.text("notnet.pt", "x")], ("--inception", "notnet.pt")),
     case("fid-inception-missing", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--inception",
-                                             str(w.root / "missing.pt")], ("--inception", "missing.pt"),
-         "a missing --inception file silently falls back to the project cache"),
+                                             str(w.root / "missing.pt")], ("--inception", "missing.pt")),
 ]
 
 
@@ -334,43 +312,37 @@ METRICS = [
     case("metrics-mode-typo", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--mode", "legasy"],
          "'legasy'"),
     case("metrics-truncated-npz", lambda w: ["metrics", w.blob("a.npz", npz_bytes(images=faces(4, 16))[:200]),
-                                             images_dir(w)], ("a.npz", "re-create"),
-         "a truncated .npz raises BadZipFile, which load_set does not catch"),
-    npz_case("metrics-float-images", ("a.npz", "uint8"), "image arrays are not checked for dtype",
+                                             images_dir(w)], ("a.npz", "re-create")),
+    npz_case("metrics-float-images", ("a.npz", "uint8"),
              images=faces(4, 16).astype(np.float32) / 255),
-    npz_case("metrics-grayscale-images", ("a.npz", "NHWC"), "image arrays are not checked for shape",
+    npz_case("metrics-grayscale-images", ("a.npz", "NHWC"),
              images=faces(4, 16)[..., 0]),
-    npz_case("metrics-rgba-images", ("a.npz", "NHWC"), "4-channel image arrays are not checked",
+    npz_case("metrics-rgba-images", ("a.npz", "NHWC"),
              images=np.concatenate([faces(4, 16), np.full((4, 16, 16, 1), 255, np.uint8)], axis=3)),
-    npz_case("metrics-nan-features", ("a.npz", "NaN"), "features are not checked for NaN",
+    npz_case("metrics-nan-features", ("a.npz", "NaN"),
              b=lambda w: w.npz("b.npz", features=np.random.default_rng(1).random((4, 2048))),
              features=np.full((4, 2048), np.nan)),
-    npz_case("metrics-inf-features", ("a.npz", "finite"), "features are not checked for inf",
+    npz_case("metrics-inf-features", ("a.npz", "finite"),
              b=lambda w: w.npz("b.npz", features=np.random.default_rng(1).random((4, 2048))),
              features=np.full((4, 2048), np.inf)),
     case("metrics-device-quantum", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--device", "quantum"],
-         ("--device", "quantum"), "--device is passed to torch.device unchecked (exit 1)"),
+         ("--device", "quantum")),
 ]
 
 REPORT = [
     case("report-no-metrics", lambda w: ["report", str(w.root)], ("metrics.csv", "not found")),
     case("report-missing-suite-yaml", report_of_finished(lambda run: (run / "suite.yaml").unlink()), "suite.yaml"),
-    case("report-empty-metrics", corrupt_metrics(""), ("metrics.csv", "bench run"),
-         "an empty metrics.csv raises EmptyDataError (exit 1)"),
-    case("report-binary-metrics", corrupt_metrics(bytes(range(256)) * 8), ("metrics.csv", "bench run"),
-         "a binary metrics.csv raises ParserError (exit 1)"),
+    case("report-empty-metrics", corrupt_metrics(""), ("metrics.csv", "bench run")),
+    case("report-binary-metrics", corrupt_metrics(bytes(range(256)) * 8), ("metrics.csv", "bench run")),
     case("report-header-only-metrics", corrupt_metrics(
         "model,adapter,train_resolutions,sample_resolution,seed_set,n,n_ref,fid,kid,spectral_lsd,fid_mode,seconds\n"),
-         ("metrics.csv", "bench run"), "a metrics.csv without rows crashes in the report (KeyError, exit 1)"),
-    case("report-wrong-columns", corrupt_metrics("a,b,c\n1,2,3\n"), ("metrics.csv", "bench run"),
-         "a metrics.csv with other columns crashes in the report (KeyError, exit 1)"),
-    case("report-non-numeric-fid", report_of_finished(non_numeric_fid), ("metrics.csv", "fid"),
-         "metrics.csv values are not checked to be numbers (TypeError, exit 1)"),
+         ("metrics.csv", "bench run")),
+    case("report-wrong-columns", corrupt_metrics("a,b,c\n1,2,3\n"), ("metrics.csv", "bench run")),
+    case("report-non-numeric-fid", report_of_finished(non_numeric_fid), ("metrics.csv", "fid")),
     case("report-dir-is-a-file", lambda w: ["report", str(w.copy_finished()), "--report-dir", file_(w)],
-         ("--report-dir", "afile"), "--report-dir is not checked (NotADirectoryError after the run directory's "
-                                    "report files are rewritten)"),
+         ("--report-dir", "afile")),
     case("report-binary-suite-yaml", report_of_finished(binary_suite),
-         ("suite.yaml", "UTF-8"), "a binary suite.yaml crashes load_suite (UnicodeDecodeError, exit 1)"),
+         ("suite.yaml", "UTF-8")),
 ]
 
 REGRESS = [
@@ -385,25 +357,23 @@ REGRESS = [
     case("regress-baseline-compares-nothing", lambda w: [
         "regress", "--baseline", baseline(w, {"quality": {}, "throughput": {"kernels": {}}}),
         "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
-         ("baseline.json", "nothing"), "an empty baseline runs the suite and passes with 0 comparisons"),
+         ("baseline.json", "nothing")),
     case("regress-skips-everything", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                 w.suite(base=DATA_ONLY), "--skip-quality", "--skip-throughput"],
-         "nothing",
-         "--skip-quality --skip-throughput compares nothing and exits 0"),
+         "nothing"),
     case("regress-update-compares-nothing", lambda w: ["regress", "--baseline", str(w.root / "new.json"), "--suite",
                                                        w.suite(base=DATA_ONLY), "--update", "--skip-quality",
                                                        "--skip-throughput"],
-         ("new.json", "nothing"), "--update writes a baseline that compares nothing"),
+         ("new.json", "nothing")),
     case("regress-baseline-is-a-directory", lambda w: ["regress", "--baseline", str(w.root), "--skip-throughput"],
-         "is a directory", "a directory baseline is reported as missing ('create it with --update')"),
+         "is a directory"),
     case("regress-baseline-non-numeric", lambda w: [
         "regress", "--baseline", baseline(w, {"quality": {"dfu@16": {"fid": "abc", "kid": None}},
                                               "throughput": {"kernels": {}}}),
-        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"], ("baseline.json", "fid"),
-         "baseline values are not checked before the suite runs (TypeError after it)"),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"], ("baseline.json", "fid")),
     case("regress-results-is-a-file", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                  w.suite(base=DATA_ONLY), "--results", file_(w), "--skip-throughput"],
-         ("--results", "afile"), "--results is not checked (crash after planning)"),
+         ("--results", "afile")),
 ]
 
 MODEL_CARD = [
@@ -416,16 +386,14 @@ MODEL_CARD = [
          ("arch.yaml", "not a valid architecture file")),
     case("model-card-arch-file-binary", lambda w: ["model-card", w.blob("arch.yaml", bytes(range(256)))],
          ("arch.yaml", "not a valid architecture file")),
-    case("model-card-mode-bogus", lambda w: ["model-card", "cpu-tiny", "--mode", "bogus"], ("--mode", "bogus"),
-         "--mode is not checked (ValueError from ArchConfig, exit 1)"),
+    case("model-card-mode-bogus", lambda w: ["model-card", "cpu-tiny", "--mode", "bogus"], ("--mode", "bogus")),
     case("model-card-negative-resolution", lambda w: ["model-card", "cpu-tiny", "--resolutions", "-32"],
-         ("--resolutions", "-32"), "resolutions are not bounded"),
+         ("--resolutions", "-32")),
     case("model-card-absurd-memory-resolution", lambda w: ["model-card", "cpu-tiny", "--memory-resolution",
                                                            "1000000", "--device", "cpu"],
-         ("--memory-resolution", "1000000"), "--memory-resolution is not bounded (allocation failure, exit 1)"),
+         ("--memory-resolution", "1000000")),
     case("model-card-device-quantum", lambda w: ["model-card", "cpu-tiny", "--memory-resolution", "16",
-                                                 "--device", "quantum"], ("--device", "quantum"),
-         "--device is passed to torch.device unchecked"),
+                                                 "--device", "quantum"], ("--device", "quantum")),
 ]
 
 IMPORT = [
@@ -443,10 +411,9 @@ IMPORT = [
                                           "--out", str(w.root / "o.safetensors")], "snap.pkl"),
     case("import-out-is-a-directory", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
                                                  "--out", folder(w, "outdir")],
-         ("--out", "outdir"), "--out is not checked (IsADirectoryError after converting)"),
+         ("--out", "outdir")),
     case("import-out-unwritable", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
-                                             "--out", "/sys/dfu.safetensors"], ("--out", "writable"),
-         "--out is not checked to be writable (PermissionError)"),
+                                             "--out", "/sys/dfu.safetensors"], ("--out", "writable")),
 ]
 
 PREPARE = [
@@ -460,10 +427,8 @@ PREPARE = [
     case("prepare-name-dotdot", lambda w: prepare(w, name=".."), "'..' is not a plain folder name"),
     case("prepare-name-with-slash", lambda w: prepare(w, name="a/b"), "'a/b' is not a plain folder name"),
     case("prepare-corrupt-image", lambda w: prepare(w, source=folder(w, "src", BAD_PNG)), ("0000.png", "--skip-bad")),
-    case("prepare-out-is-a-file", lambda w: prepare(w, "--out", file_(w)), ("--out", "afile"),
-         "--out is not checked to be a folder (NotADirectoryError after the verify pass)"),
-    case("prepare-out-unwritable", lambda w: prepare(w, "--out", "/sys/dfu-data"), ("--out", "writable"),
-         "--out is not checked to be writable (PermissionError)"),
+    case("prepare-out-is-a-file", lambda w: prepare(w, "--out", file_(w)), ("--out", "afile")),
+    case("prepare-out-unwritable", lambda w: prepare(w, "--out", "/sys/dfu-data"), ("--out", "writable")),
 ]
 
 LIST_AND_USAGE = [
@@ -497,7 +462,6 @@ def test_hostile_input_is_one_line_exit_2_and_writes_nothing(ws, run_cli, build,
 # ---------------------------------------------------------------------------------- not errors
 
 
-@xf("report text from suite fields is written into index.md unescaped")
 def test_suite_description_is_escaped_in_the_report(ws, run_cli):
     """A description that is Markdown/HTML must read as text in index.md: no heading, image or
     script of its own."""
@@ -515,7 +479,6 @@ def test_suite_description_is_escaped_in_the_report(ws, run_cli):
     assert "](http://example.invalid" not in index
 
 
-@xf("files are created 0600 (mkstemp's mode) instead of following the user's umask")
 def test_run_files_follow_the_umask(finished):
     """Every file of a run is created with the mode the user's umask gives (0644 under 022), as
     `open()` would: mkstemp's 0600 hides results from the group the user shares them with."""

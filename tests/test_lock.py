@@ -65,8 +65,6 @@ def finished(tmp_path_factory):
     return finished_run(tmp_path_factory)
 
 
-@pytest.mark.xfail(strict=True, reason="#13 phase 2: no lock per run directory: both processes train, sample "
-                                       "and write every file")
 def test_two_runs_on_one_id_do_the_work_once(tmp_path, finished):
     ws = Workspace(tmp_path / "ws", finished)
     suite = ws.suite()

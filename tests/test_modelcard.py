@@ -32,3 +32,14 @@ def test_model_card_memory_and_bad_arch(run_cli):
     assert "training step at 16 px x 2" in out and "MiB" in out
     code, _, err = run_cli("model-card", "no-such-arch")
     assert code == 2 and "unknown architecture" in err
+
+
+def test_model_card_names_the_spectral_product():
+    """The complex product is an ablation: a card says which one a model computes."""
+    from models.card import model_card
+    from models.networks import ArchConfig
+
+    assert model_card("cpu-tiny", [16])["spectral_product"] == "componentwise"
+    ablation = ArchConfig.from_dict({**get_arch("cpu-tiny").to_dict(), "spectral_product": "complex"})
+    assert model_card(ablation, [16])["spectral_product"] == "complex"
+    assert model_card(get_arch("cpu-tiny", mode="spatial"), [16])["spectral_product"] is None

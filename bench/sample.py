@@ -1,0 +1,269 @@
+"""`bench sample CKPT`: a checkpoint's images at any resolutions, with EDM generate.py's conventions.
+
+Seeds are given as EDM gives them (`0-63,100`: ranges and single seeds); image
+`seed` is drawn from the latent seeded with that seed alone (models.adapters'
+rule), so it does not depend on which other seeds are asked for, on the process
+count or on resuming. Output, per resolution R:
+
+* `--format png` (default): `OUTDIR/<R>/<seed>.png`, the seed zero-padded to six
+  digits as EDM's generate.py names its files (`OUTDIR/64/000042.png`);
+* `--format npz`: `OUTDIR/<R>.npz` holding `images` (NHWC uint8) and `seeds`, in
+  ascending seed order, the input `bench metrics` and `bench fid` read (and a
+  run's `samples/` hold). While it is made, each image waits as
+  `OUTDIR/.in-progress/<R>/<seed>.npy`; the parts are merged and removed at the end.
+
+Every file is written atomically, so an interrupted command leaves only whole
+images; run it again and only the missing seeds are made (an existing `<R>.npz`
+counts for the seeds it holds, which the new one keeps).
+
+Work is split as bench.dist splits it: the requested seeds, in the order given,
+are cut into batches of `--batch`, and batch k is made by rank k % world. A batch
+always holds the same seeds, whatever the process count, so 1 process and N
+write the same bytes; a batch of which some images exist is made whole and only
+the missing ones are written. Rank 0 merges the .npz and prints the summary.
+
+All input problems (seeds, resolutions, the checkpoint, the output folder) are
+found before anything is written: one BenchError line each.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from bench import dist
+from bench.errors import BenchError
+from bench.images import check_resolution
+from bench.io import atomic_path, rank_info
+from bench.pretrained import load_model
+from bench.progress import console, progress
+
+FORMATS = ("png", "npz")
+MAX_SEEDS = 10_000_000  # one command; a larger request is a typo (1-1000000000) more likely than a plan
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (signed, as EDM's seeds are)
+PARTS = ".in-progress"  # not a run directory's .parts: this folder is bench sample's own
+
+
+def parse_seeds(text: str) -> list[int]:
+    """EDM's seed syntax: '0-63,100' -> [0, 1, ..., 63, 100], in the order given; BenchError
+    for anything else (empty, negative, descending ranges, repeats, too many)."""
+    seeds: list[int] = []
+    fix = "give seeds like 0-63,100 (ranges and single seeds, each at most once)"
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        lo, sep, hi = item.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise BenchError(f"--seeds {text!r}: {item!r} is not a seed or a range of seeds; {fix}") from None
+        if lo.strip() != lo or hi.strip() != hi or lo.startswith("+") or hi.startswith(("+", "-")):
+            raise BenchError(f"--seeds {text!r}: {item!r} is not a seed or a range of seeds; {fix}")
+        if b < a:
+            raise BenchError(f"--seeds {text!r}: range {item!r} runs backwards; write it as {b}-{a}")
+        if b > MAX_SEED:
+            raise BenchError(f"--seeds {text!r}: {b} is larger than the largest seed {MAX_SEED}")
+        if len(seeds) + (b - a + 1) > MAX_SEEDS:
+            raise BenchError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} images; split the command")
+        seeds.extend(range(a, b + 1))
+    if not seeds:
+        raise BenchError(f"--seeds {text!r} names no seeds; {fix}")
+    if len(set(seeds)) != len(seeds):
+        seen, dup = set(), None
+        for s in seeds:
+            if s in seen:
+                dup = s
+                break
+            seen.add(s)
+        raise BenchError(f"--seeds {text!r} names seed {dup} more than once; {fix}")
+    return seeds
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """'32,64,160' -> [32, 64, 160] in the order given; BenchError naming a bad item or a repeat."""
+    out: list[int] = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise BenchError(f"--resolutions {text!r}: {item!r} is not an integer; "
+                             "give a comma list such as 32,64,160") from None
+        try:
+            value = check_resolution(value)
+        except BenchError as exc:
+            raise BenchError(f"--resolutions {text!r}: {exc}") from None
+        if value in out:
+            raise BenchError(f"--resolutions {text!r} names {value} twice; list each resolution once")
+        out.append(value)
+    if not out:
+        raise BenchError("--resolutions is empty; give a comma list such as 32,64,160")
+    return out
+
+
+# ------------------------------------------------------------------ the layout
+
+
+def png_path(outdir: Path, resolution: int, seed: int) -> Path:
+    return Path(outdir) / str(resolution) / f"{seed:06d}.png"
+
+
+def npz_path(outdir: Path, resolution: int) -> Path:
+    return Path(outdir) / f"{resolution}.npz"
+
+
+def part_path(outdir: Path, resolution: int, seed: int) -> Path:
+    return Path(outdir) / PARTS / str(resolution) / f"{seed:06d}.npy"
+
+
+def _npz_seeds(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds, images) of an existing output .npz, or None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return z["seeds"].astype(np.int64), z["images"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"{path} exists but is not an output of bench sample ({type(exc).__name__}); "
+                         "move it away or choose another --outdir") from None
+
+
+# ---------------------------------------------------------------------- sampling
+
+
+@dataclass
+class SampleSummary:
+    """What one `bench sample` did, per resolution: images written and found already there."""
+
+    outdir: Path
+    format: str
+    written: dict[int, int] = field(default_factory=dict)
+    existing: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def paths(self, resolution: int) -> Path:
+        """The folder (png) or file (npz) holding the images at `resolution`."""
+        return (self.outdir / str(resolution)) if self.format == "png" else npz_path(self.outdir, resolution)
+
+
+def sample_checkpoint(checkpoint: str | Path, resolutions: Sequence[int], seeds: Sequence[int], outdir: str | Path,
+                      batch: int = 32, steps: int = 18, format: str = "png", device: str = "auto",
+                      precision: str = "fp32") -> SampleSummary:
+    """Write the images of `seeds` at each of `resolutions` under `outdir` (see the module docstring)."""
+    outdir = Path(outdir)
+    if format not in FORMATS:
+        raise BenchError(f"--format {format!r} is not known; use one of: {', '.join(FORMATS)}")
+    if batch < 1 or steps < 1:
+        raise BenchError(f"--batch and --steps must be at least 1 (got {batch} and {steps})")
+    if outdir.exists() and not outdir.is_dir():
+        raise BenchError(f"--outdir {outdir} is a file; give a folder (it is created if missing)")
+    resolutions = [check_resolution(r) for r in resolutions]
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise BenchError("seeds must be distinct non-negative integers; give them like 0-63,100")
+    dev = dist.pick_device(device)
+    model = load_model(checkpoint, dev, sample_steps=steps, precision=precision)
+    problems = [f"--resolutions: {r} px: {p}" for r in resolutions for p in [model.resolution_problem(r)] if p]
+    if problems:
+        raise BenchError("\n".join(problems))
+    existing_npz = {r: _npz_seeds(npz_path(outdir, r)) for r in resolutions} if format == "npz" else {}
+
+    started = not dist.enabled()
+    rank, world = dist.init(dev)
+    summary = SampleSummary(outdir, format)
+    t0 = time.perf_counter()
+    for r in resolutions:
+        made, found = _sample_resolution(model, r, seeds, outdir, batch, format, existing_npz.get(r), rank, world)
+        summary.written[r] = int(dist.all_reduce_sum(made))
+        summary.existing[r] = len(seeds) - summary.written[r] if format == "png" else found
+    summary.seconds = time.perf_counter() - t0
+    if rank == 0:
+        _print_summary(summary, checkpoint, dev)
+    dist.barrier()
+    if started and world > 1:
+        dist.shutdown()
+    return summary
+
+
+def _done(outdir: Path, r: int, seeds: Sequence[int], format: str,
+          npz: Optional[tuple[np.ndarray, np.ndarray]]) -> set[int]:
+    if format == "png":
+        return {s for s in seeds if png_path(outdir, r, s).is_file()}
+    held = set(npz[0].tolist()) if npz is not None else set()
+    return {s for s in seeds if s in held or part_path(outdir, r, s).is_file()}
+
+
+def _sample_resolution(model, r: int, seeds: list[int], outdir: Path, batch: int, format: str,
+                       npz: Optional[tuple[np.ndarray, np.ndarray]], rank: int, world: int) -> tuple[int, int]:
+    """(images this rank wrote, requested images that were there already) at resolution r."""
+    done = _done(outdir, r, seeds, format, npz)
+    batches = [seeds[lo:lo + batch] for lo in range(0, len(seeds), batch)]
+    mine = [k for k in dist.my_batches(len(batches), rank, world) if any(s not in done for s in batches[k])]
+    todo = sum(sum(s not in done for s in batches[k]) for k in mine)
+    if world > 1:
+        console.log(f"(rank {rank}/{world}) sample {r} px: batches {dist.describe_batches(mine) or 'none'} "
+                    f"of {len(batches)} ({todo} images)")
+    written = 0
+    with progress() as p:
+        task = p.add_task(f"sample {r} px", total=todo, unit="img")
+        for k in mine:
+            images = model.sample_seeds(batches[k], r, batch_size=len(batches[k]))
+            for s, img in zip(batches[k], images):
+                if s in done:
+                    continue
+                _write(img, png_path(outdir, r, s) if format == "png" else part_path(outdir, r, s), format)
+                written += 1
+                p.advance(task, 1)
+    if format == "npz":
+        dist.barrier()
+        if rank == 0:
+            _merge_npz(outdir, r, seeds, npz)
+        dist.barrier()
+    return written, len(done)
+
+
+def _write(img: np.ndarray, path: Path, format: str) -> None:
+    with atomic_path(path) as tmp:
+        if format == "png":
+            Image.fromarray(img).save(tmp, format="PNG")
+        else:
+            with open(tmp, "wb") as f:
+                np.save(f, img)
+
+
+def _merge_npz(outdir: Path, r: int, seeds: list[int], npz: Optional[tuple[np.ndarray, np.ndarray]]) -> None:
+    """OUTDIR/<r>.npz: the images it held before and every requested seed's, by ascending seed."""
+    images = dict(zip(npz[0].tolist(), npz[1])) if npz is not None else {}
+    if npz is not None and set(seeds) <= set(images):
+        return  # nothing new
+    for s in seeds:
+        if s not in images:
+            images[s] = np.load(part_path(outdir, r, s))
+    order = sorted(images)
+    with atomic_path(npz_path(outdir, r)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=np.stack([images[s] for s in order]), seeds=np.array(order, dtype=np.int64))
+    shutil.rmtree(outdir / PARTS / str(r), ignore_errors=True)
+    try:
+        (outdir / PARTS).rmdir()
+    except OSError:
+        pass  # other resolutions' parts are still there
+
+
+def _print_summary(summary: SampleSummary, checkpoint, device) -> None:
+    total = sum(summary.written.values())
+    rate = f", {total / summary.seconds:.1f} img/s" if total and summary.seconds > 0 else ""
+    for r in summary.written:
+        console.log(f"{r} px: {summary.written[r]} written, {summary.existing[r]} already there -> "
+                    f"{summary.paths(r)}")
+    console.log(f"sampled {checkpoint} on {device}: {total} images written in {summary.seconds:.1f} s{rate}; "
+                f"{sum(summary.existing.values())} were already there")
