@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
-BEFORE_REFACTOR = Path(__file__).resolve().parent / "data" / "smoke_metrics_before_refactor.csv"
+COMMITTED = Path(__file__).resolve().parent / "data" / "smoke_metrics.csv"
 TIMING = ["seconds", "feature_seconds"]
 
 
@@ -75,14 +75,14 @@ def test_run_writes_every_output(smoke_runs):
 
 
 def test_metrics_equal_the_committed_copy_byte_for_byte(smoke_runs):
-    """The smoke suite's numbers as main wrote them before bench/ was restructured (tests/data/README.md):
-    every value column, compared as text; the timings and the role column (added since) are left out."""
+    """The smoke suite's numbers as committed (tests/data/README.md says when and why they last
+    changed): every value column, compared as text; the timings are left out."""
     with open(smoke_runs / "first" / "metrics.csv", newline="") as f:
         now = list(csv.DictReader(f))
-    with open(BEFORE_REFACTOR, newline="") as f:
+    with open(COMMITTED, newline="") as f:
         before = list(csv.DictReader(f))
     columns = [c for c in before[0] if c not in TIMING]
-    assert list(now[0])[:len(before[0])] == list(before[0])  # same columns in the same order, role appended
+    assert list(now[0]) == list(before[0])  # same columns in the same order
     assert [[r[c] for c in columns] for r in now] == [[r[c] for c in columns] for r in before]
     assert [r["role"] for r in now[:3]] == ["spatial", "spectral", "baseline"]
 
