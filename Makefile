@@ -42,6 +42,8 @@ test: install
 bench: install
 	$(PY) -m pytest benchmarks -q --benchmark-json=.benchmarks/latest.json
 	$(PY) benchmarks/ratios.py .benchmarks/latest.json
+	@if [ -n "$(AUTHORS_EDM)" ]; then $(or $(AUTHORS_PYTHON),$(PY)) benchmarks/authors_compare.py $(AUTHORS_EDM); \
+	else echo "authors' code comparison skipped: give AUTHORS_EDM=<Dahoas/edm checkout> AUTHORS_PYTHON=<a python with their deps> (benchmarks/README.md)"; fi
 
 reproduce-fig2: install
 	$(VENV)/bin/bench run $(SUITE) --report-dir reports

@@ -1,0 +1,150 @@
+"""dfu-bench's DFU against the authors' own code, side by side in one process (issue #16).
+
+Not a test and not part of the package: it imports the authors' network from a checkout
+of Dahoas/edm outside this repository (CC BY-NC-SA; nothing of it is copied here) and
+must run in an interpreter that has their dependencies (torch, tensorly, tensorly-torch,
+opt-einsum). ``make bench`` runs it when both are given:
+
+    make bench AUTHORS_EDM=/path/to/Dahoas-edm AUTHORS_PYTHON=/path/to/their-venv/bin/python
+
+or alone, from the repository root:
+
+    /path/to/their-venv/bin/python benchmarks/authors_compare.py /path/to/Dahoas-edm
+
+What it measures: EDMPrecond(DualUNet), forward + backward of ``D(x; sigma)^2.mean()``,
+batch 8, training mode, at 32 and 64 px, for
+
+* ``fixture`` -- the authors' tiny DualUNet config with the weights of
+  tests/data/authors_dualunet_fixture.pt (made by their code) loaded into both networks;
+* ``cpu-small`` -- dfu-bench's 32-channel config, seed-0 weights copied into theirs.
+
+Before timing, outputs must agree within 1e-5 (their component-wise spectral product is
+ours). Rounds alternate theirs / ours, one torch thread, CPU time (process_time), as
+benchmarks/test_spectral.py does; the ratio is ours / theirs of the medians.
+Writes .benchmarks/authors.json (atomically) and prints one line per configuration.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "data" / "authors_dualunet_fixture.pt"
+BATCH = 8
+ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
+
+
+def _usage(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def authors_network(arch: dict):
+    """The authors' EDMPrecond(DualUNet) for one of our ArchConfig dicts (their constructor's names)."""
+    from training.networks import EDMPrecond as TheirPrecond  # the checkout given on the command line
+    modes1 = [m if m is not None else 0 for m in arch["modes1"]]
+    modes2 = [m if m is not None else 0 for m in arch["modes2"]]
+    mode = {"dual": "dual", "spatial": "def", "spectral": "fourier"}[arch.get("mode", "dual")]
+    return TheirPrecond(img_channels=3, model_type="DualUNet", augment_dim=arch.get("augment_dim", 0),
+                        model_channels=arch["model_channels"], channel_mult=list(arch["channel_mult"]),
+                        num_blocks=arch["num_blocks"], attn_levels=list(arch["attn_levels"]),
+                        modes1_list=modes1, modes2_list=modes2, dual_block_thresh=arch["dual_block_thresh"],
+                        mode=mode, dropout=arch.get("dropout", 0.0))
+
+
+def pair(name: str):
+    """(ours, theirs) with the same weights, in training mode."""
+    import torch
+    from models.edm import EDMPrecond
+    from models.networks import ArchConfig, DualUNet, get_arch
+    if name == "fixture":
+        fx = torch.load(FIXTURE, weights_only=True)
+        arch, state = fx["arch"], fx["state_dict"]
+        ours = EDMPrecond(DualUNet(ArchConfig.from_dict(arch)))
+        ours.load_state_dict(state)
+    else:
+        torch.manual_seed(0)
+        cfg = get_arch(name, mode="dual")
+        ours = EDMPrecond(DualUNet(cfg))
+        arch, state = cfg.to_dict(), ours.state_dict()
+    with contextlib.redirect_stdout(io.StringIO()):  # their layers print a line each as they are built
+        theirs = authors_network(arch)
+    theirs.load_state_dict({k: v.clone() for k, v in state.items()})
+    return ours.train(), theirs.train()
+
+
+def step(net, x, sigma):
+    net.zero_grad(set_to_none=True)
+    y = net(x, sigma)
+    y.square().mean().backward()
+    return y
+
+
+def measure(name: str, res: int) -> dict:
+    import torch
+    ours, theirs = pair(name)
+    g = torch.Generator().manual_seed(res)
+    x = torch.randn(BATCH, 3, res, res, generator=g)
+    sigma = torch.exp(torch.randn(BATCH, generator=g) * 1.2 - 1.2)
+    diff = (step(ours, x, sigma).detach() - step(theirs, x, sigma).detach()).abs().max().item()
+    if not diff <= 1e-5:
+        raise SystemExit(f"error: {name} at {res} px: outputs differ by {diff:.3g} (> 1e-5); "
+                         "is the checkout Dahoas/edm with the component-wise product?")
+    times: dict = {"theirs": [], "ours": []}
+    rounds = ROUNDS if res == 32 else max(3, ROUNDS - 2)
+    for r in range(rounds + 1):  # round 0 is a warm-up
+        for who, net in (("theirs", theirs), ("ours", ours)):
+            t = time.process_time()
+            step(net, x, sigma)
+            if r:
+                times[who].append(time.process_time() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"arch": name, "resolution": res, "batch": BATCH, "rounds": rounds, "max_abs_output_diff": diff,
+            "ours_cpu_seconds": times["ours"], "theirs_cpu_seconds": times["theirs"],
+            "ours_over_theirs_cpu_median": med["ours"] / med["theirs"],
+            "ours_over_theirs_cpu_min": min(times["ours"]) / min(times["theirs"])}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        _usage("usage: authors_compare.py PATH_TO_DAHOAS_EDM_CHECKOUT (see the docstring)")
+    checkout = Path(argv[0]).expanduser().resolve()
+    if not (checkout / "training" / "networks.py").is_file():
+        _usage(f"{checkout} is not a checkout of Dahoas/edm (no training/networks.py); "
+               "clone it and pass its path")
+    sys.path[:0] = [str(ROOT), str(checkout)]
+    sys.dont_write_bytecode = True  # leave the user's checkout as it was (no __pycache__)
+    try:
+        import torch
+        import training.networks  # noqa: F401  (their module needs their dependencies)
+    except ImportError as e:
+        _usage(f"the authors' code does not import in {sys.executable} ({e}); run this script with "
+               "a Python that has torch, tensorly, tensorly-torch and opt-einsum")
+    torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
+    rows = []
+    print(f"authors' code ({checkout}) vs dfu-bench: DFU forward+backward, batch {BATCH}, "
+          f"{torch.get_num_threads()} thread(s), CPU-time medians over interleaved rounds")
+    for name in ("fixture", "cpu-small"):
+        for res in (32, 64):
+            row = measure(name, res)
+            rows.append(row)
+            print(f"  {name:10s} {res:3d} px   theirs {statistics.median(row['theirs_cpu_seconds']):7.4f} s"
+                  f"   ours {statistics.median(row['ours_cpu_seconds']):7.4f} s"
+                  f"   ours / theirs {row['ours_over_theirs_cpu_median']:.2f} (min {row['ours_over_theirs_cpu_min']:.2f})"
+                  f"   max |diff| {row['max_abs_output_diff']:.1e}", flush=True)
+    out = ROOT / ".benchmarks" / "authors.json"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"checkout": str(checkout), "torch": torch.__version__,
+                               "threads": torch.get_num_threads(), "rows": rows}, indent=1) + "\n")
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
