@@ -28,12 +28,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "5"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
-    yield torch.get_num_threads()
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 @pytest.mark.benchmark(group="inception-features")

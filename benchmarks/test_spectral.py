@@ -44,12 +44,7 @@ BATCH = 8
 ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
-    yield torch.get_num_threads()
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def set_impl(module: torch.nn.Module, impl: str) -> None:
