@@ -20,6 +20,14 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """tests/_hostile.py's TINY suite run to the end, once per session (the hostile, corruption,
+    path and lock tests damage copies of it)."""
+    from _hostile import finished_run  # a test helper module, only where a test asks for it
+    return finished_run(tmp_path_factory)
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Call the `bench` entry point in-process; returns (exit code, stdout, stderr)."""

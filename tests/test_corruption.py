@@ -28,27 +28,18 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from _hostile import (Workspace, assert_refused, assert_unchanged, finished_run, guarded,
+from _hostile import (Workspace, assert_refused, assert_unchanged, guarded,
                       metrics_values, npz_bytes, tree)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    return finished_run(tmp_path_factory)
-
-
 @pytest.fixture
-def ws(tmp_path, monkeypatch, finished):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def ws(tmp_path, monkeypatch, finished, one_thread):
     w = Workspace(tmp_path / "ws", finished).env(monkeypatch)
     w.run_dir = w.copy_finished()
-    yield w
-    torch.set_num_threads(n)
+    return w
 
 
 # ------------------------------------------------------------------------------ damage

@@ -18,22 +18,14 @@ import torch
 import yaml
 
 from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged, faces,
-                      finished_run, guarded, npz_bytes, tree)
+                      guarded, npz_bytes, tree)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    return finished_run(tmp_path_factory)
-
-
 @pytest.fixture
-def ws(tmp_path, monkeypatch, finished):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP threads fighting other processes cost 10x
-    yield Workspace(tmp_path / "ws", finished).env(monkeypatch)
-    torch.set_num_threads(n)
+def ws(tmp_path, monkeypatch, finished, one_thread):
+    return Workspace(tmp_path / "ws", finished).env(monkeypatch)
 
 
 def xf(reason: str):

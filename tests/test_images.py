@@ -33,7 +33,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _hostile import DATA_ONLY, Workspace, assert_refused, assert_unchanged, faces, guarded, png_bytes, tree
@@ -44,11 +43,8 @@ N = 4
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Workspace(tmp_path / "ws").env(monkeypatch)
-    torch.set_num_threads(n)
+def ws(tmp_path, monkeypatch, one_thread):
+    return Workspace(tmp_path / "ws").env(monkeypatch)
 
 
 def xf(reason):

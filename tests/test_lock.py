@@ -23,9 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from _hostile import ROOT, TINY, Workspace, error_lines, finished_run, metrics_values
+from _hostile import ROOT, TINY, Workspace, error_lines, metrics_values
 
 WRAPPER = textwrap.dedent("""
     import os, sys
@@ -58,11 +57,6 @@ WRAPPER = textwrap.dedent("""
 """)
 # the run's work: written once by a locked run, whatever the order the two processes get
 WORK = ("checkpoints/", "samples/", "references/", "previews/")
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    return finished_run(tmp_path_factory)
 
 
 def test_two_runs_on_one_id_do_the_work_once(tmp_path, finished):

@@ -10,26 +10,17 @@ parents of results/ included -- is snapshotted before and after.
 from __future__ import annotations
 
 import pytest
-import torch
 import yaml
 
-from _hostile import (DATA_ONLY, Workspace, assert_refused, assert_unchanged, edited, faces, finished_run,
+from _hostile import (DATA_ONLY, Workspace, assert_refused, assert_unchanged, edited, faces,
                       guarded, tree)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    return finished_run(tmp_path_factory)
-
-
 @pytest.fixture
-def ws(tmp_path, monkeypatch, finished):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Workspace(tmp_path / "outer" / "mid" / "ws", finished).env(monkeypatch)
-    torch.set_num_threads(n)
+def ws(tmp_path, monkeypatch, finished, one_thread):
+    return Workspace(tmp_path / "outer" / "mid" / "ws", finished).env(monkeypatch)
 
 
 RUN_IDS = [
