@@ -39,7 +39,7 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.grf import GRF
-from bench.images import IMAGE_EXTENSIONS, ImageFiles, check_index, check_resolution, verify_image
+from bench.images import IMAGE_EXTENSIONS, CachedImages, ImageFiles, check_index, check_resolution, verify_image
 from bench.io import data_root
 from bench.openmoji import OpenMoji
 from bench.toyfaces import ToyFaces
@@ -109,7 +109,7 @@ def resize_square(square: Image.Image, resolution: int, filter: str = RESIZE_FIL
     return np.asarray(square.resize((resolution, resolution), resample), dtype=np.uint8).copy()
 
 
-class ImageFolder(ImageFiles):
+class ImageFolder(CachedImages, ImageFiles):
     """A folder or .zip of images (bench.images.ImageFiles), as a dataset at any resolution.
 
     Each image is converted to RGB (alpha is dropped), centre-cropped to a square
@@ -141,22 +141,8 @@ class ImageFolder(ImageFiles):
                 raise self.bad_image(rel, err) from err
         return {"count": len(self.files), "min_side": min(sides), "max_side": max(sides)}
 
-    def image(self, i: int, resolution: int) -> np.ndarray:
-        resolution = check_resolution(resolution)
-        i = check_index(i, len(self.files), self.name)
-        cache = self._cache.setdefault(resolution, {})
-        if i not in cache:
-            arr = resize_square(centre_square(self.decode(i)), resolution, self.filter)
-            arr.flags.writeable = False  # shared by every caller through the cache
-            cache[i] = arr
-        return cache[i]
-
-    def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
-        resolution = check_resolution(resolution)
-        out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            out[k] = self.image(i, resolution)
-        return out
+    def _make(self, i: int, resolution: int) -> np.ndarray:
+        return resize_square(centre_square(self.decode(i)), resolution, self.filter)
 
     def describe(self) -> dict:
         return {"kind": self.name, "path": str(self.path.resolve()), "container": self.container,

@@ -49,6 +49,35 @@ def check_index(i: int, size: int, name: str) -> int:
     return int(i)
 
 
+class CachedImages:
+    """``image`` and ``images`` for a dataset that makes image i at a resolution once and keeps it:
+    a per-resolution cache of read-only arrays. The class gives ``name``, ``__len__`` and
+    ``_make(i, resolution) -> HxWx3 uint8``, and sets ``self._cache = {}``."""
+
+    name: str
+    _cache: dict
+
+    def _make(self, i: int, resolution: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def image(self, i: int, resolution: int) -> np.ndarray:
+        resolution = check_resolution(resolution)
+        i = check_index(i, len(self), self.name)
+        cache = self._cache.setdefault(resolution, {})
+        if i not in cache:
+            arr = self._make(i, resolution)
+            arr.flags.writeable = False  # shared by every caller through the cache
+            cache[i] = arr
+        return cache[i]
+
+    def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
+        resolution = check_resolution(resolution)
+        out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            out[k] = self.image(i, resolution)
+        return out
+
+
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit greyscale as PIL opens it
 ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 

@@ -60,7 +60,7 @@ import resvg_py
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.images import check_index, check_resolution
+from bench.images import CachedImages
 
 SUPERSAMPLE = 4
 SUBSETS = ("faces", "emoji", "all")
@@ -104,7 +104,7 @@ def _background(value) -> tuple[int, int, int]:
     return tuple(int(v) for v in value)
 
 
-class OpenMoji:
+class OpenMoji(CachedImages):
     """OpenMoji emoji (CC BY-SA 4.0) rendered from their SVGs at any resolution onto a background colour."""
 
     name = "openmoji"
@@ -150,22 +150,7 @@ class OpenMoji:
         blocks = rgba[..., :3].reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE, 3).mean(axis=(1, 3))
         return np.rint(blocks).astype(np.uint8)
 
-    def image(self, i: int, resolution: int) -> np.ndarray:
-        resolution = check_resolution(resolution)
-        i = check_index(i, len(self.names), self.name)
-        cache = self._cache.setdefault(resolution, {})
-        if i not in cache:
-            arr = self.render(i, resolution)
-            arr.flags.writeable = False  # shared by every caller through the cache
-            cache[i] = arr
-        return cache[i]
-
-    def images(self, indices: Sequence[int], resolution: int) -> np.ndarray:
-        resolution = check_resolution(resolution)
-        out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            out[k] = self.image(i, resolution)
-        return out
+    _make = render  # CachedImages: image() and images() render once per (i, resolution)
 
     def describe(self) -> dict:
         return {"kind": self.name, "subset": self.subset, "size": len(self.names),
