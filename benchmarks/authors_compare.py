@@ -35,8 +35,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "data" / "authors_dualunet_fixture.pt"
-BATCH = 8
 ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
 
 
@@ -60,38 +58,18 @@ def authors_network(arch: dict):
 
 def pair(name: str):
     """(ours, theirs) with the same weights, in training mode."""
-    import torch
-    from models.edm import EDMPrecond
-    from models.networks import ArchConfig, DualUNet, get_arch
-    if name == "fixture":
-        fx = torch.load(FIXTURE, weights_only=True)
-        arch, state = fx["arch"], fx["state_dict"]
-        ours = EDMPrecond(DualUNet(ArchConfig.from_dict(arch)))
-        ours.load_state_dict(state)
-    else:
-        torch.manual_seed(0)
-        cfg = get_arch(name, mode="dual")
-        ours = EDMPrecond(DualUNet(cfg))
-        arch, state = cfg.to_dict(), ours.state_dict()
+    from _dfu import build  # benchmarks/_dfu.py: the network test_spectral.py times
+    ours = build(name)
     with contextlib.redirect_stdout(io.StringIO()):  # their layers print a line each as they are built
-        theirs = authors_network(arch)
-    theirs.load_state_dict({k: v.clone() for k, v in state.items()})
-    return ours.train(), theirs.train()
-
-
-def step(net, x, sigma):
-    net.zero_grad(set_to_none=True)
-    y = net(x, sigma)
-    y.square().mean().backward()
-    return y
+        theirs = authors_network(ours.model.arch.to_dict())
+    theirs.load_state_dict({k: v.clone() for k, v in ours.state_dict().items()})
+    return ours, theirs.train()
 
 
 def measure(name: str, res: int) -> dict:
-    import torch
+    from _dfu import inputs, run_step as step
     ours, theirs = pair(name)
-    g = torch.Generator().manual_seed(res)
-    x = torch.randn(BATCH, 3, res, res, generator=g)
-    sigma = torch.exp(torch.randn(BATCH, generator=g) * 1.2 - 1.2)
+    x, sigma = inputs(res)
     diff = (step(ours, x, sigma).detach() - step(theirs, x, sigma).detach()).abs().max().item()
     if not diff <= 1e-5:
         raise SystemExit(f"error: {name} at {res} px: outputs differ by {diff:.3g} (> 1e-5); "
@@ -105,7 +83,7 @@ def measure(name: str, res: int) -> dict:
             if r:
                 times[who].append(time.process_time() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"arch": name, "resolution": res, "batch": BATCH, "rounds": rounds, "max_abs_output_diff": diff,
+    return {"arch": name, "resolution": res, "batch": len(x), "rounds": rounds, "max_abs_output_diff": diff,
             "ours_cpu_seconds": times["ours"], "theirs_cpu_seconds": times["theirs"],
             "ours_over_theirs_cpu_median": med["ours"] / med["theirs"],
             "ours_over_theirs_cpu_min": min(times["ours"]) / min(times["theirs"])}
@@ -126,9 +104,11 @@ def main(argv: list[str]) -> None:
     except ImportError as e:
         _usage(f"the authors' code does not import in {sys.executable} ({e}); run this script with "
                "a Python that has torch, tensorly, tensorly-torch and opt-einsum")
+    import _dfu  # ours (torch and models/ only), from the repository just put on sys.path
+
     torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
     rows = []
-    print(f"authors' code ({checkout}) vs dfu-bench: DFU forward+backward, batch {BATCH}, "
+    print(f"authors' code ({checkout}) vs dfu-bench: DFU forward+backward, batch {_dfu.BATCH}, "
           f"{torch.get_num_threads()} thread(s), CPU-time medians over interleaved rounds")
     for name in ("fixture", "cpu-small"):
         for res in (32, 64):

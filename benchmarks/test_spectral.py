@@ -29,18 +29,14 @@ machine's wall time would be. $DFU_BENCH_ROUNDS sets the number of rounds (7).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from _dfu import BATCH, build, inputs, run_step
 from _timing import interleaved
-from models.edm import EDMPrecond
 from models.layers import SpectralConv2d
-from models.networks import ArchConfig, DualUNet, get_arch
 
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "authors_dualunet_fixture.pt"
-BATCH = 8
 ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
 
 
@@ -53,32 +49,12 @@ def set_impl(module: torch.nn.Module, impl: str) -> None:
             m.impl = impl
 
 
-def build(arch: str, mode: str = "dual") -> EDMPrecond:
-    """The network with fixed weights: the authors' fixture state dict, or seed 0."""
-    if arch == "fixture":
-        fx = torch.load(FIXTURE, weights_only=True)
-        net = EDMPrecond(DualUNet(ArchConfig.from_dict({**fx["arch"], "mode": mode})))
-        net.load_state_dict(fx["state_dict"], strict=mode == "dual")
-        return net.train()
-    torch.manual_seed(0)
-    return EDMPrecond(DualUNet(get_arch(arch, mode=mode))).train()
-
-
-def run_step(net: EDMPrecond, x: torch.Tensor, sigma: torch.Tensor):
-    net.zero_grad(set_to_none=True)
-    y = net(x, sigma)
-    y.square().mean().backward()
-    return y
-
-
 @pytest.mark.benchmark(group="dfu-fwdbwd")
 @pytest.mark.parametrize("res", [32, 64])
 @pytest.mark.parametrize("arch", ["fixture", "cpu-small"])
 def test_dfu_fwdbwd(benchmark, arch, res):
     net = build(arch)
-    g = torch.Generator().manual_seed(res)
-    x = torch.randn(BATCH, 3, res, res, generator=g)
-    sigma = torch.exp(torch.randn(BATCH, generator=g) * 1.2 - 1.2)
+    x, sigma = inputs(res)
 
     results = {}
     for impl in ("reference", "dft"):
