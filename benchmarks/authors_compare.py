@@ -2,8 +2,8 @@
 
 Not a test and not part of the package: it imports the authors' network from a checkout
 of Dahoas/edm outside this repository (CC BY-NC-SA; nothing of it is copied here) and
-must run in an interpreter that has their dependencies (torch, tensorly, tensorly-torch,
-opt-einsum). ``make bench`` runs it when both are given:
+must run in an interpreter that has their dependencies (benchmarks/README.md lists them).
+``make bench`` runs it when both are given:
 
     make bench AUTHORS_EDM=/path/to/Dahoas-edm AUTHORS_PYTHON=/path/to/their-venv/bin/python
 
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
         import training.networks  # noqa: F401  (their module needs their dependencies)
     except ImportError as e:
         _usage(f"the authors' code does not import in {sys.executable} ({e}); run this script with "
-               "a Python that has torch, tensorly, tensorly-torch and opt-einsum")
+               "a Python that has their dependencies (the pip line in benchmarks/README.md)")
     import _dfu  # ours (torch and models/ only), from the repository just put on sys.path
 
     torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
