@@ -1,6 +1,9 @@
 """Shared fixtures: small image folders and a CLI runner that captures exit codes."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,17 @@ from PIL import Image
 
 from bench.cli import main
 from bench.datasets import ToyFaces
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """With $DFU_TEST_TRACE set (.ci/run sets it), write the id of the test about to run there: a
+    fatal signal takes pytest down with a stack dump but no test name, and .ci/run prints it."""
+    trace = os.environ.get("DFU_TEST_TRACE")
+    if trace:
+        try:
+            Path(trace).write_text(nodeid + "\n")
+        except OSError:  # a full disk, say: the tests themselves will tell
+            pass
 
 
 @pytest.fixture
