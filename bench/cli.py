@@ -12,6 +12,7 @@ at the top.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shlex
@@ -424,6 +425,27 @@ def _usage_line(exc: typer.TyperException) -> str:
     return f"{message}; see `{where} --help`"
 
 
+# how a full disk (or an exhausted quota) reads in the errors of the writers a run uses: OSError from
+# open()/numpy/PIL/pandas; safetensors' own error, whose text carries the OS's message
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def _no_space(exc: BaseException) -> Optional[str]:
+    """When `exc` (or an exception it was raised from or during) is a full disk: the file being
+    written, or "" if the error does not name it; otherwise None."""
+    seen: set[int] = set()
+    e: Optional[BaseException] = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS:
+            return str(e.filename or "")
+        if any(text in str(e) for text in _NO_SPACE_TEXTS):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _crash_report(exc: BaseException) -> Path:
     """Save the traceback of an unexpected exception; returns where it went."""
     path = cache_dir() / "logs" / f"crash-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
@@ -454,6 +476,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {_usage_line(exc)}", file=sys.stderr)
         return 2 if getattr(exc, "exit_code", 2) == 2 else exc.exit_code
     except Exception as exc:  # a bug: one line, the traceback in a file
+        full = _no_space(exc)
+        if full is not None:  # not a bug: every write is atomic, so nothing half-written is left
+            if say:
+                print(f"error: no space left on the device{f' (writing {full})' if full else ''}; free some space "
+                      "and run the same command again: finished work is kept (bench run: with the same --run-id)",
+                      file=sys.stderr)
+            return 2
         if say:
             try:
                 where = f"full traceback in {_crash_report(exc)}"
