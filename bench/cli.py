@@ -28,6 +28,7 @@ import yaml
 from bench import __version__
 from bench.config import load_suite
 from bench.errors import BenchError
+from bench.images import parse_resolutions
 from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
 from bench.metrics import FID_MODES, METRICS, MetricOptions
 from bench.scale import scale_suite
@@ -142,10 +143,10 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     """
     from bench.datasets import DEFAULT_SHARD_SIZE
     from bench.io import data_root
-    from bench.prepare import parse_resolutions, prepare
+    from bench.prepare import prepare
 
     check_output_dir(out if out is not None else data_root(), "--out" if out is not None else "$DFU_BENCH_DATA")
-    prepare(name, source, parse_resolutions(resolutions), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
+    prepare(name, source, parse_resolutions(resolutions, example="32,48,64"), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
 
 
 @app.command()
@@ -227,11 +228,11 @@ def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: 
     Resumable: finished seeds are skipped. Under torchrun the seeds' batches are split between
     the processes, which write the same files as one process."""
     from bench.api import sample as sample_images
-    from bench.sample import parse_resolutions, parse_seeds
+    from bench.sample import parse_seeds
 
     if precision not in ("fp32", "bf16"):
         raise BenchError(f"--precision {precision!r} is not known; use fp32 or bf16")
-    sample_images(checkpoint, parse_resolutions(resolutions), parse_seeds(seeds), outdir, batch=batch,
+    sample_images(checkpoint, parse_resolutions(resolutions, keep_order=True, example="32,64,160"), parse_seeds(seeds), outdir, batch=batch,
                   steps=steps, format=format, device=device, precision=precision)
 
 
@@ -274,6 +275,12 @@ def regress(baseline: Path = typer.Option(Path("results/baselines/ci.json"), hel
 CARD_MIN, CARD_MAX = 8, 2048  # model-card resolutions, px
 
 
+def _card_resolution(r: int) -> int:
+    if not CARD_MIN <= r <= CARD_MAX:
+        raise BenchError(f"{r} is not a resolution; give pixels from {CARD_MIN} to {CARD_MAX}, e.g. 32,64,96")
+    return r
+
+
 @app.command("model-card")
 def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (bench list) or a YAML/JSON file of ArchConfig fields"),
                    resolutions: str = typer.Option("32,64,96,128,160", help="comma list of square resolutions"),
@@ -286,14 +293,7 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
     from bench.dist import pick_device
     from models.card import model_card, train_step_peak_memory
 
-    try:
-        res = [int(r) for r in resolutions.split(",") if r.strip()]
-    except ValueError:
-        raise BenchError(f"--resolutions {resolutions!r} is not a comma list of integers, e.g. 32,64,96") from None
-    bad = [r for r in res if not CARD_MIN <= r <= CARD_MAX]
-    if bad or not res:
-        raise BenchError(f"--resolutions {resolutions!r}: {bad[0] if bad else 'none given'} is not a resolution; "
-                         f"give pixels from {CARD_MIN} to {CARD_MAX}, e.g. 32,64,96")
+    res = parse_resolutions(resolutions, keep_order=True, check=_card_resolution)
     if memory_resolution is not None and not CARD_MIN <= memory_resolution <= CARD_MAX:
         raise BenchError(f"--memory-resolution {memory_resolution} is out of range; give pixels from {CARD_MIN} "
                          f"to {CARD_MAX}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,33 @@ def check_resolution(resolution: int) -> int:
         raise BenchError(f"resolution {resolution} is out of range; "
                          f"use a value between {MIN_RESOLUTION} and {MAX_RESOLUTION}")
     return resolution
+
+
+def parse_resolutions(text: str, *, keep_order: bool = False, check: Callable[[int], int] = check_resolution,
+                      example: str = "32,64,96") -> list[int]:
+    """A ``--resolutions`` comma list ('32,64,96') as ints, each passed through ``check`` (BenchError
+    for a bad one); sorted with repeats merged, or with ``keep_order`` in the order given and a repeat
+    refused. Every refusal is one BenchError naming the option, the text and the bad item."""
+    out: list[int] = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise BenchError(f"--resolutions {text!r}: {item!r} is not an integer; "
+                             f"give a comma list such as {example}") from None
+        try:
+            value = check(value)
+        except BenchError as exc:
+            raise BenchError(f"--resolutions {text!r}: {exc}") from None
+        if value in out and keep_order:
+            raise BenchError(f"--resolutions {text!r} names {value} twice; list each resolution once")
+        out.append(value)
+    if not out:
+        raise BenchError(f"--resolutions is empty; give a comma list such as {example}")
+    return out if keep_order else sorted(set(out))
 
 
 def check_index(i: int, size: int, name: str) -> int:

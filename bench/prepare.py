@@ -58,24 +58,6 @@ _BAD_SHOWN = 3  # bad files named in the error; the rest are counted
 _POLL_SECONDS = 1.0  # how often ranks look for each other's files
 
 
-def parse_resolutions(text: str) -> list[int]:
-    """'32,48,64' -> [32, 48, 64] (sorted, unique), or BenchError naming the bad item."""
-    out = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            raise BenchError(f"--resolutions {text!r}: {item!r} is not an integer; "
-                             "give a comma list such as 32,48,64") from None
-        out.add(check_resolution(value))
-    if not out:
-        raise BenchError("--resolutions is empty; give a comma list such as 32,48,64")
-    return sorted(out)
-
-
 def _reason(err: Exception) -> str:
     # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): noise that changes every run
     text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(err))

@@ -86,30 +86,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def parse_resolutions(text: str) -> list[int]:
-    """'32,64,160' -> [32, 64, 160] in the order given; BenchError naming a bad item or a repeat."""
-    out: list[int] = []
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            raise BenchError(f"--resolutions {text!r}: {item!r} is not an integer; "
-                             "give a comma list such as 32,64,160") from None
-        try:
-            value = check_resolution(value)
-        except BenchError as exc:
-            raise BenchError(f"--resolutions {text!r}: {exc}") from None
-        if value in out:
-            raise BenchError(f"--resolutions {text!r} names {value} twice; list each resolution once")
-        out.append(value)
-    if not out:
-        raise BenchError("--resolutions is empty; give a comma list such as 32,64,160")
-    return out
-
-
 # ------------------------------------------------------------------ the layout
 
 

@@ -146,3 +146,23 @@ def test_unexpected_exception_is_one_line_with_the_saved_traceback(run_cli, monk
     assert err.startswith("error: unexpected RuntimeError: something broke (full traceback in ")
     saved = next((tmp_path / "logs").glob("crash-*.txt")).read_text()
     assert "Traceback" in saved and "boom" in saved
+
+
+def test_every_resolutions_option_is_read_by_one_parser(run_cli):
+    """bench.images.parse_resolutions reads --resolutions for data prepare (sorted, repeats merged),
+    sample and model-card (order kept, a repeat refused)."""
+    from bench.errors import BenchError
+    from bench.images import parse_resolutions
+
+    assert parse_resolutions("64, 32,,64") == [32, 64]
+    assert parse_resolutions("64,32", keep_order=True) == [64, 32]
+    for text, kwargs, says in [("64,64", dict(keep_order=True), "names 64 twice"),
+                               ("32,x", {}, "'x' is not an integer"),
+                               (" , ", {}, "is empty"),
+                               ("4", {}, "resolution 4 is out of range")]:
+        with pytest.raises(BenchError, match=says):
+            parse_resolutions(text, **kwargs)
+    code, _, err = run_cli("model-card", "cpu-tiny", "--resolutions", "32,32")
+    assert code == 2 and err.startswith("error: --resolutions '32,32' names 32 twice")
+    code, _, err = run_cli("model-card", "cpu-tiny", "--resolutions", "32,4096")
+    assert code == 2 and "4096 is not a resolution; give pixels from 8 to 2048" in err
