@@ -146,7 +146,8 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
     from bench.prepare import prepare
 
     check_output_dir(out if out is not None else data_root(), "--out" if out is not None else "$DFU_BENCH_DATA")
-    prepare(name, source, parse_resolutions(resolutions, example="32,48,64"), out, skip_bad, shard_size or DEFAULT_SHARD_SIZE, filter)
+    prepare(name, source, parse_resolutions(resolutions, example="32,48,64"), out, skip_bad,
+            shard_size or DEFAULT_SHARD_SIZE, filter)
 
 
 @app.command()
@@ -232,8 +233,9 @@ def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: 
 
     if precision not in ("fp32", "bf16"):
         raise BenchError(f"--precision {precision!r} is not known; use fp32 or bf16")
-    sample_images(checkpoint, parse_resolutions(resolutions, keep_order=True, example="32,64,160"), parse_seeds(seeds), outdir, batch=batch,
-                  steps=steps, format=format, device=device, precision=precision)
+    sample_images(checkpoint, parse_resolutions(resolutions, keep_order=True, example="32,64,160"),
+                  parse_seeds(seeds), outdir, batch=batch, steps=steps, format=format, device=device,
+                  precision=precision)
 
 
 @app.command()

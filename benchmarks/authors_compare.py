@@ -118,12 +118,11 @@ def main(argv: list[str]) -> None:
                   f"   ours {statistics.median(row['ours_cpu_seconds']):7.4f} s"
                   f"   ours / theirs {row['ours_over_theirs_cpu_median']:.2f} (min {row['ours_over_theirs_cpu_min']:.2f})"
                   f"   max |diff| {row['max_abs_output_diff']:.1e}", flush=True)
-    out = ROOT / ".benchmarks" / "authors.json"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"checkout": str(checkout), "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "rows": rows}, indent=1) + "\n")
-    tmp.replace(out)
+    from bench.io import write_text  # stdlib only: it imports under the authors' interpreter too
+
+    write_text(ROOT / ".benchmarks" / "authors.json",
+               json.dumps({"checkout": str(checkout), "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

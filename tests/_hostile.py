@@ -244,9 +244,6 @@ def npz_bytes(**arrays) -> bytes:
 
 # ----------------------------------------------------------------------------- the finished run
 
-_FINISHED: dict[str, "Finished"] = {}
-
-
 @dataclass
 class Finished:
     """A finished run of TINY: its suite file, run directory and the cache its features are in."""
@@ -276,31 +273,29 @@ def _env(**values):
 
 
 def finished_run(tmp_path_factory) -> Finished:
-    """TINY run to the end once per session (in-process, one thread)."""
-    if "run" not in _FINISHED:
-        import contextlib as cl
+    """TINY run to the end (in-process, one thread); tests/conftest.py's session fixture
+    `finished` calls it once per session."""
+    import torch
 
-        import torch
+    from bench.cli import main
 
-        from bench.cli import main
-
-        root = tmp_path_factory.mktemp("finished")
-        f = Finished(root, dump_suite(root / "suite.yaml", TINY), root / "results", root / "cache")
-        link_inception(f.cache)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        umask = os.umask(BUILD_UMASK)  # a known umask: test_hostile checks the files' modes
-        err = io.StringIO()
-        try:
-            with _env(DFU_BENCH_CACHE=str(f.cache)), cl.redirect_stderr(err), cl.redirect_stdout(io.StringIO()):
-                code = main(["run", str(f.suite), "--results", str(f.results), "--run-id", FINISHED_ID,
-                             "--report-dir", str(root / "reports")])
-        finally:
-            torch.set_num_threads(threads)
-            os.umask(umask)
-        assert code == 0, err.getvalue()[-3000:]
-        _FINISHED["run"] = f
-    return _FINISHED["run"]
+    root = tmp_path_factory.mktemp("finished")
+    f = Finished(root, dump_suite(root / "suite.yaml", TINY), root / "results", root / "cache")
+    link_inception(f.cache)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    umask = os.umask(BUILD_UMASK)  # a known umask: test_hostile checks the files' modes
+    err = io.StringIO()
+    try:
+        with (_env(DFU_BENCH_CACHE=str(f.cache)), contextlib.redirect_stderr(err),
+              contextlib.redirect_stdout(io.StringIO())):
+            code = main(["run", str(f.suite), "--results", str(f.results), "--run-id", FINISHED_ID,
+                         "--report-dir", str(root / "reports")])
+    finally:
+        torch.set_num_threads(threads)
+        os.umask(umask)
+    assert code == 0, err.getvalue()[-3000:]
+    return f
 
 
 class Workspace:

@@ -62,7 +62,7 @@ def test_full_disk_is_one_line_exit_2_and_the_same_command_finishes(tmp_path, mo
     assert "please report" not in err and "Traceback" not in err + out
     run = ws.results / TINY["name"] / "full"
     assert not (run / "metrics.csv").exists()
-    left = [p for p in tmp_path.rglob("*.tmp")]
+    left = list(tmp_path.rglob("*.tmp"))
     assert not left, f"temporary files left behind: {left}"
 
     state["space"] = True

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.api import compute_metrics
 from bench.datasets import build_dataset
+from bench.io import write_text
 from models.images import resize_bilinear  # the bilinear baseline's own resize
 
 N = 80
@@ -51,9 +52,7 @@ def main() -> None:
                 rows.append(row)
                 print(kind, json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
             result["datasets"][kind] = {"options": opts, "splits": rows}
-    tmp_out = HERE / "result.json.tmp"
-    tmp_out.write_text(json.dumps(result, indent=1) + "\n")
-    tmp_out.replace(HERE / "result.json")
+    write_text(HERE / "result.json", json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
