@@ -28,8 +28,9 @@ samples; the bilinear model needs no GPU) after every measurement, so a run cut 
 checkpoint written by ``bench import-checkpoint`` (speed does not depend on them; the
 precision effect does, and the output says which it was; the UNet stays random).
 
-Dry run on a CPU:  python benchmarks/gpu_perf.py --out /tmp/x --device cpu --arch cpu-tiny \
-    --resolutions 16,32 --steps 2 --max-batch 8 --fid-n 8 --fid-resolution 16
+Dry run on a CPU (tests/test_gpu_perf.py runs it; ~20 s):
+    python benchmarks/gpu_perf.py --out /tmp/x --device cpu --arch cpu-tiny --resolutions 16,32 --steps 2 \
+        --max-batch 4 --fid-n 8 --fid-resolution 16 --compile aot_eager --compile-need-s 5
 
 Training (``--what training``): trains ``paper-small`` DFU and UNet through the same
 Trainer the harness uses (EDM loss, Adam, EMA, per-resolution micro-batches) on a fixed
@@ -54,6 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import ToyFaces, to_float_tensor  # noqa: E402
+from bench.io import write_text  # noqa: E402
 from models.card import model_card  # noqa: E402
 from models.adapters import ADAPTERS  # noqa: E402
 from models.training import TrainSettings  # noqa: E402
@@ -64,18 +66,43 @@ ARCH = "paper-small"
 
 
 def sync():
-    if DEV == "cuda":
+    if DEV.startswith("cuda"):
         torch.cuda.synchronize()
 
 
 def peak_gib():
-    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if DEV == "cuda" else None
+    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if DEV.startswith("cuda") else None
 
 
 def reset_peak():
-    if DEV == "cuda":
+    if DEV.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.empty_cache()
+
+
+def recorder(results: dict, start: float, deadline: float, save):
+    """record(need_s, fn, *args, **kwargs): one measurement -- skipped (and said so) with less than
+    ``need_s`` of the budget left; its dict appended to results["runs"] and printed, or its failure
+    to results["errors"] while the rest goes on; then ``save()``, so a run cut short keeps it all."""
+    def record(need_s, fn, *a, **k):
+        label = f"{fn.__name__}{a}"
+        if deadline - time.perf_counter() < need_s:
+            results["errors"].append(f"{label}: skipped, time budget spent")
+            save()
+            return
+        try:
+            r = fn(*a, **k)
+            r["elapsed_s"] = round(time.perf_counter() - start, 1)
+            results["runs"].append(r)
+            print(json.dumps(r), flush=True)
+        except Exception as exc:  # keep measuring the rest; report the failure
+            results["errors"].append(f"{label}: {type(exc).__name__}: {str(exc)[:300]}")
+            print("ERROR", results["errors"][-1], flush=True)
+            if DEV.startswith("cuda"):
+                torch._dynamo.reset()
+            reset_peak()
+        save()
+    return record
 
 
 def train_rate(kind, res, batch, steps, warmup, precision="fp32", compile_backend=None, deadline=math.inf,
@@ -129,54 +156,46 @@ def sample_rate(kind, res, n, precision="fp32"):
     return out
 
 
-def training_main(args):
+def begin(args) -> tuple[Path, float, float, dict]:
+    """Set the device and architecture and make the output folder: (out, start, deadline, results),
+    results holding what every result file says about the machine."""
     global DEV, ARCH
     DEV, ARCH = args.device, args.arch
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    deadline = start + args.budget_s
-    results = {"device": torch.cuda.get_device_name(0) if DEV == "cuda" else platform.processor(),
-               "arch": ARCH, "torch": torch.__version__,
-               "cuda": torch.version.cuda, "python": platform.python_version(),
-               "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-               "flops_per_forward": {}, "runs": [], "errors": []}
+    results = {"device": torch.cuda.get_device_name(0) if DEV.startswith("cuda") else f"cpu ({platform.processor()})",
+               "arch": ARCH, "torch": torch.__version__, "cuda": torch.version.cuda,
+               "python": platform.python_version(), "command": " ".join(sys.argv), "runs": [], "errors": []}
+    return out, start, start + args.budget_s, results
+
+
+def training_main(args):
+    out, start, deadline, results = begin(args)
+    results.update(tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                   flops_per_forward={})
     for kind, mode in (("dfu", "dual"), ("unet", "spatial")):
         card = model_card(__import__("models.networks", fromlist=["get_arch"]).get_arch(ARCH, mode=mode),
                           [64, 96])
         results["flops_per_forward"][kind] = {"params": card["params_total"], **card["flops_per_forward"]}
 
-    def record(fn, *a, **k):
-        left = deadline - time.perf_counter()
-        if left < 20:
-            results["errors"].append(f"skipped {fn.__name__}{a}: time budget spent")
-            return
-        try:
-            r = fn(*a, **k)
-            r["elapsed_s"] = round(time.perf_counter() - start, 1)
-            results["runs"].append(r)
-            print(json.dumps(r), flush=True)
-        except Exception as exc:  # keep measuring the rest; report the failure
-            results["errors"].append(f"{fn.__name__}{a} {k}: {type(exc).__name__}: {str(exc)[:400]}")
-            print("ERROR", results["errors"][-1], flush=True)
-            reset_peak()
-        (out / "gpu_perf.json").write_text(json.dumps(results, indent=1))
+    record = recorder(results, start, deadline, lambda: write_text(out / "gpu_perf.json", json.dumps(results, indent=1)))
 
     per = lambda: min(deadline, time.perf_counter() + 40)  # at most ~40 s of timed steps per config
     for kind in ("unet", "dfu"):
         for res in (64, 96):
-            record(train_rate, kind, res, 32, 200, 5, deadline=per())
+            record(20, train_rate, kind, res, 32, 200, 5, deadline=per())
     # the harness's gradient accumulation path (global batch 64 as 2 x 32) and bf16 autocast
-    record(train_rate, "dfu", 96, 64, 100, 3, micro=32, deadline=per())
-    record(train_rate, "dfu", 96, 32, 200, 5, precision="bf16", deadline=per())
+    record(20, train_rate, "dfu", 96, 64, 100, 3, micro=32, deadline=per())
+    record(20, train_rate, "dfu", 96, 32, 200, 5, precision="bf16", deadline=per())
     for kind in ("unet", "dfu"):
         for res in (64, 96):
-            record(sample_rate, kind, res, 32)
-    record(sample_rate, "dfu", 96, 32, precision="bf16")
+            record(20, sample_rate, kind, res, 32)
+    record(20, sample_rate, "dfu", 96, 32, precision="bf16")
     # torch.compile: inductor compiles once per resolution; the first steps include it
-    record(train_rate, "unet", 64, 32, 100, 3, compile_backend="inductor", deadline=per())
+    record(20, train_rate, "unet", 64, 32, 100, 3, compile_backend="inductor", deadline=per())
     results["total_seconds"] = round(time.perf_counter() - start, 1)
-    (out / "gpu_perf.json").write_text(json.dumps(results, indent=1))
+    write_text(out / "gpu_perf.json", json.dumps(results, indent=1))
     print("done in", results["total_seconds"], "s; errors:", results["errors"])
 
 
@@ -306,8 +325,9 @@ def precision_effect(res: int, n: int, steps: int, weights: str | None, max_batc
            "fraction_pixels_differ": round(float((a != b).mean()), 4),
            "sampling_seconds": {k: round(v[1], 2) for k, v in sets.items()}}
     try:
+        from bench.features import FeatureExtractor
         from bench.inception import resolve
-        from bench.metrics import FeatureExtractor, frechet_distance
+        from bench.metrics import frechet_distance
 
         path, source = resolve(allow_download=False)
         ex = FeatureExtractor(torch.device(DEV), batch_size=100)
@@ -379,43 +399,18 @@ def sampling_table(results: dict) -> str:
 
 
 def sampling_main(args):
-    global DEV, ARCH
-    DEV, ARCH = args.device, args.arch
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    deadline = start + args.budget_s
-    resolutions = [int(r) for r in args.resolutions.split(",")]
+    out, start, deadline, results = begin(args)
+    resolutions = args.resolutions
     compile_mode = None if args.compile == "none" else args.compile
-    results = {"device": torch.cuda.get_device_name(0) if DEV == "cuda" else f"cpu ({platform.processor()})",
-               "arch": ARCH, "torch": torch.__version__, "cuda": torch.version.cuda,
-               "python": platform.python_version(), "steps": args.steps, "precision": args.precision,
-               "compile": compile_mode, "max_batch": args.max_batch, "weights": args.weights or "random (seed 0)",
-               "command": " ".join(sys.argv), "runs": [], "errors": []}
+    results.update(steps=args.steps, precision=args.precision, compile=compile_mode, max_batch=args.max_batch,
+                   weights=args.weights or "random (seed 0)")
 
     def save():
         results["elapsed_s"] = round(time.perf_counter() - start, 1)
-        (out / "gpu_sampling.json").write_text(json.dumps(results, indent=1))
-        (out / "gpu_sampling.md").write_text(sampling_table(results))
+        write_text(out / "gpu_sampling.json", json.dumps(results, indent=1))
+        write_text(out / "gpu_sampling.md", sampling_table(results))
 
-    def record(need_s, fn, *a, **k):
-        label = f"{fn.__name__}{a}"
-        if deadline - time.perf_counter() < need_s:
-            results["errors"].append(f"{label}: skipped, time budget spent")
-            save()
-            return
-        try:
-            r = fn(*a, **k)
-            r["elapsed_s"] = round(time.perf_counter() - start, 1)
-            results["runs"].append(r)
-            print(json.dumps(r), flush=True)
-        except Exception as exc:  # keep measuring the rest; report the failure
-            results["errors"].append(f"{label}: {type(exc).__name__}: {str(exc)[:300]}")
-            print("ERROR", results["errors"][-1], flush=True)
-            if DEV == "cuda":
-                torch._dynamo.reset()
-                reset_peak()
-        save()
+    record = recorder(results, start, deadline, save)
 
     common = dict(steps=args.steps, max_seconds=args.max_measure_s, weights=args.weights)
     after = dict(common, precision_name=args.precision, max_batch=args.max_batch)
@@ -429,7 +424,7 @@ def sampling_main(args):
         for res in resolutions[1::2]:
             record(15, sample_after, "dfu", res, compile_mode=None, **dict(after, precision_name=args.second_precision))
     if compile_mode:
-        compiled = [int(r) for r in args.compile_resolutions.split(",")] if args.compile_resolutions else resolutions
+        compiled = args.compile_resolutions or resolutions[1::2]
         for kind in ("dfu", "unet"):
             for res in compiled:
                 record(args.compile_need_s, sample_after, kind, res, compile_mode=compile_mode, **after)
@@ -439,8 +434,54 @@ def sampling_main(args):
     print("done in", results["total_seconds"], "s; errors:", results["errors"])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like the project's commands."""
+
+    def error(self, message):
+        fail(f"{message}; see python benchmarks/gpu_perf.py --help")
+
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args) -> None:
+    """Refuse bad options with one line (exit 2) before anything is built, measured or written."""
+    from bench.errors import BenchError
+    from bench.images import parse_resolutions
+    from bench.io import check_output_dir
+    from models.networks import ARCHS
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        fail(f"--device {args.device!r} is not a torch device; use cuda (the default) or cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {args.device}: no CUDA device on this machine; run it on a GPU machine, or dry-run it "
+             "here with --device cpu --arch cpu-tiny --resolutions 16,32 --steps 2 --max-batch 8")
+    if args.arch not in ARCHS:
+        fail(f"--arch {args.arch!r} is not an architecture; choose one of {', '.join(sorted(ARCHS))}")
+    if args.second_precision not in (None, "fp32", "tf32", "bf16"):
+        fail(f"--second-precision {args.second_precision!r}: use fp32, tf32, bf16 or none")
+    for name in ("steps", "max_batch", "fid_n", "fid_resolution"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+    if args.budget_s <= 0 or args.max_measure_s <= 0:
+        fail("--budget-s and --max-measure-s must be positive seconds")
+    if args.weights and not Path(args.weights).is_file():
+        fail(f"--weights {args.weights} is not a file; give a .safetensors written by bench import-checkpoint")
+    try:
+        args.resolutions = parse_resolutions(args.resolutions, keep_order=True, example="32,64,96")
+        if args.compile_resolutions:
+            args.compile_resolutions = parse_resolutions(args.compile_resolutions, keep_order=True, example="64,128")
+        check_output_dir(args.out, "--out")
+    except BenchError as exc:
+        fail(str(exc))
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = _Parser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--out", required=True)
     ap.add_argument("--what", choices=("sampling", "training"), default="sampling")
     ap.add_argument("--budget-s", type=float, default=420, help="stop starting measurements after this; "
@@ -455,9 +496,9 @@ def main():
     ap.add_argument("--compile", default="reduce-overhead",
                     help="torch.compile for the after path: reduce-overhead (CUDA graphs), a backend name "
                          "(aot_eager for a CPU dry run), or none")
-    ap.add_argument("--compile-resolutions", default="64,128,192",
-                    help="resolutions of the compiled rows, DFU first ('' = all of --resolutions); every "
-                         "resolution is a new compilation (fixed shapes)")
+    ap.add_argument("--compile-resolutions", default="",
+                    help="resolutions of the compiled rows, DFU first (default: every other of --resolutions, "
+                         "64,128,192 of the default grid); every resolution is a new compilation (fixed shapes)")
     ap.add_argument("--compile-need-s", type=float, default=120, help="budget left needed to start a compiled row")
     ap.add_argument("--max-batch", type=int, default=256, help="cap on the auto batch for timing")
     ap.add_argument("--max-measure-s", type=float, default=15, help="longest timed batch; beyond it fewer "
@@ -468,6 +509,7 @@ def main():
     args = ap.parse_args()
     if args.second_precision == "none":
         args.second_precision = None
+    check_args(args)
     if args.what == "training":
         training_main(args)
     else:

@@ -1,0 +1,103 @@
+"""benchmarks/gpu_perf.py, the GPU sampling script of issue #16, stays runnable where no GPU is lent:
+a CPU dry run of every measurement it makes (eager, a second precision, a compiled denoiser, the
+precision's FID effect), its GPU-hour projection as plain numbers, and its bad input as one line, exit 2."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_perf.py"
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_perf", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_measures_every_row_and_the_fid_effect(tmp_path):
+    out = tmp_path / "dry"
+    r = run("--out", str(out), "--device", "cpu", "--arch", "cpu-tiny", "--resolutions", "16,32", "--steps", "2",
+            "--max-batch", "4", "--fid-n", "8", "--fid-resolution", "16", "--compile", "aot_eager",
+            "--compile-need-s", "5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "gpu_sampling.json").read_text())
+    assert results["errors"] == []
+    rows = {(x["variant"], x["model"], x["resolution"]) for x in results["runs"] if x["what"] == "sample"}
+    expected = {(v, m, res) for v in ("before", "after bf16") for m in ("dfu", "unet") for res in (16, 32)}
+    expected |= {("after tf32", "dfu", 32), ("after bf16 +aot_eager", "dfu", 32), ("after bf16 +aot_eager", "unet", 32)}
+    assert rows == expected  # the second precision and the compiled rows at every other resolution
+    for x in results["runs"]:
+        if x["what"] == "sample":
+            assert x["img_per_s"] > 0 and (x.get("images_ok", True) and x.get("images_finite", True)), x
+    effect = [x for x in results["runs"] if x["what"] == "precision_effect"]
+    assert len(effect) == 1 and effect[0]["compared"] == "fp32 vs bf16"
+    assert effect[0]["clean_fid"] is not None and math.isfinite(effect[0]["clean_fid"]), effect[0]
+    table = (out / "gpu_sampling.md").read_text()
+    assert "| DFU | after bf16 +aot_eager | -- |" in table and "clean-FID" in table
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_projected_gpu_hours_are_the_sum_over_the_ffhq_grid():
+    gp = load_script()
+    rates = {(kind, res): 10.0 * (1 + i) for kind in ("dfu", "unet") for i, res in enumerate(gp.RESOLUTIONS)}
+    # 2 models of each kind x 50,000 samples at every resolution, at 10, 20, ..., 60 img/s
+    want = 2 * 2 * 50_000 * sum(1 / (10.0 * (1 + i)) for i in range(6)) / 3600
+    assert gp.project_hours(rates, gp.RESOLUTIONS) == pytest.approx(want)
+    assert round(want, 2) == 13.61
+    del rates[("unet", 192)]
+    assert gp.project_hours(rates, gp.RESOLUTIONS) is None  # never a projection from part of the grid
+    results = {"arch": "paper-small", "device": "x", "torch": "t", "steps": 18, "max_batch": 256, "compile": None,
+               "errors": [], "runs": [{"what": "sample", "variant": "before", "model": k, "resolution": res,
+                                       "img_per_s": rate, "batch": 32} for (k, res), rate in rates.items()]}
+    table = gp.sampling_table(results)
+    assert "| before | not all rates measured (missing unet@192) |" in table
+    results["runs"].append({"what": "sample", "variant": "before", "model": "unet", "resolution": 192,
+                            "img_per_s": 60.0, "batch": 32})
+    assert "| before | 13.6 |" in gp.sampling_table(results)
+
+
+BAD = {
+    "typo": (["--resolution", "16"], "unrecognized arguments: --resolution"),
+    "no-out": ([], "the following arguments are required: --out"),
+    "resolutions": (["--resolutions", "16,abc"], "'abc' is not an integer"),
+    "arch": (["--arch", "paper-smal"], "--arch 'paper-smal' is not an architecture"),
+    "weights": (["--weights", "nowhere.safetensors"], "--weights nowhere.safetensors is not a file"),
+    "second-precision": (["--second-precision", "fp16"], "--second-precision 'fp16'"),
+    "steps": (["--steps", "0"], "--steps 0 must be at least 1"),
+    "device": (["--device", "gpu"], "--device 'gpu' is not a torch device"),
+    "no-cuda": (["--device", "cuda"], "no CUDA device on this machine"),
+    "out-is-a-file": (["--out", "FILE"], "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    if case == "no-cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    args, expect = BAD[case]
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    if "--out" not in args and case != "no-out":
+        args = ["--out", str(tmp_path / "out"), *args]
+    if case not in ("no-cuda", "device"):
+        args += ["--device", "cpu"]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run(*args, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert expect in lines[0] and "Traceback" not in r.stderr and r.stdout == ""
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
