@@ -496,3 +496,37 @@ def test_training_seeds_give_a_t_interval():
     half = stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3)  # per-seed means 0.1005, 0.1205, 0.1405: sd 0.02
     assert agg.loc[0, "kid"] == pytest.approx(0.1205)
     assert (agg.loc[0, "kid_lo"], agg.loc[0, "kid_hi"]) == pytest.approx((0.1205 - half, 0.1205 + half))
+
+
+def test_correlation_length_verdicts():
+    """The grf answer (bench.summary.correlation_length_sentences), every verdict from hand-built intervals:
+    trained at 16/32 px, sampled at 64 px where the physical length is 0.12 image widths and the pixel
+    length 0.12 * 32 / 64 = 0.06."""
+    from bench.summary import correlation_length_sentences
+
+    at64 = {"phys": (0.118, 0.110, 0.125), "pix": (0.061, 0.055, 0.065), "wide": (0.090, 0.050, 0.130),
+            "between": (0.090, 0.080, 0.100), "low": (0.030, 0.020, 0.040), "high": (0.200, 0.180, 0.220),
+            "no-ci": (0.100, None, None), "bilinear": (0.060, 0.059, 0.061)}
+    rows = []
+    for m, (v, lo, hi) in at64.items():
+        role = "baseline" if m == "bilinear" else "spatial"
+        for r, (vv, ll, hh) in ((32, (0.12, 0.11, 0.13)), (64, (v, lo, hi))):
+            rows.append({"model": m, "role": role, "adapter": "unet", "train_resolutions": "16/32",
+                         "sample_resolution": r, "grf_corr_length": vv, "grf_corr_length_lo": ll,
+                         "grf_corr_length_hi": hh, "grf_corr_length_expected": 0.12, "n": 24, "train_seeds": 3})
+    lines = correlation_length_sentences(pd.DataFrame(rows))
+    verdicts = {"phys": "physical", "pix": "pixel", "wide": "not resolved", "between": "between the two",
+                "low": "neither (outside both, nearer the pixel)", "high": "neither (outside both, nearer the physical)",
+                "no-ci": "no interval"}
+    assert lines[0].startswith("Correlation-length answer (does a model keep the physical correlation length above "
+                               "its training resolutions, or the pixel one?), at N = 24 with 3 training seeds: ")
+    for m, verdict in verdicts.items():
+        assert f"{m}: {verdict} at 1 of 1" in lines[0], (m, lines[0])
+    assert "bilinear" not in " ".join(lines)  # a baseline is not asked the question
+    body = {line.split(" ")[0]: line for line in lines[1:]}
+    assert set(body) == set(verdicts)
+    assert body["phys"] == ("phys (trained at 16/32 px), correlation length in image widths above 32 px (95% interval): "
+                            "64 px 0.1180 [0.1100, 0.1250] vs physical 0.1200 and pixel 0.0600: physical.")
+    # nothing to answer: no grf columns, or no rows above the largest training resolution
+    assert correlation_length_sentences(pd.DataFrame(rows).drop(columns=["grf_corr_length"])) == []
+    assert correlation_length_sentences(pd.DataFrame([r for r in rows if r["sample_resolution"] == 32])) == []
