@@ -55,7 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import ToyFaces, to_float_tensor  # noqa: E402
-from bench.io import write_text  # noqa: E402
+from bench.io import atomic_path, write_text  # noqa: E402
 from models.card import model_card  # noqa: E402
 from models.adapters import ADAPTERS  # noqa: E402
 from models.training import TrainSettings  # noqa: E402
@@ -179,7 +179,8 @@ def training_main(args):
                           [64, 96])
         results["flops_per_forward"][kind] = {"params": card["params_total"], **card["flops_per_forward"]}
 
-    record = recorder(results, start, deadline, lambda: write_text(out / "gpu_perf.json", json.dumps(results, indent=1)))
+    save = lambda: write_text(out / "gpu_perf.json", json.dumps(results, indent=1))  # noqa: E731
+    record = recorder(results, start, deadline, save)
 
     per = lambda: min(deadline, time.perf_counter() + 40)  # at most ~40 s of timed steps per config
     for kind in ("unet", "dfu"):
@@ -195,7 +196,7 @@ def training_main(args):
     # torch.compile: inductor compiles once per resolution; the first steps include it
     record(20, train_rate, "unet", 64, 32, 100, 3, compile_backend="inductor", deadline=per())
     results["total_seconds"] = round(time.perf_counter() - start, 1)
-    write_text(out / "gpu_perf.json", json.dumps(results, indent=1))
+    save()
     print("done in", results["total_seconds"], "s; errors:", results["errors"])
 
 
@@ -306,8 +307,14 @@ def sample_after(kind: str, res: int, steps: int, max_seconds: float, weights: s
     return out
 
 
-def precision_effect(res: int, n: int, steps: int, weights: str | None, max_batch: int, other: str = "bf16") -> dict:
-    """The same seeds in fp32 and in ``other``: pixel differences (uint8) and clean-FID between the sets."""
+def precision_effect(res: int, n: int, steps: int, weights: str | None, max_batch: int, other: str = "bf16",
+                     save_dir: Path | None = None) -> dict:
+    """The same seeds in fp32 and in ``other``: pixel differences (uint8) and clean-FID between the sets.
+
+    With ``save_dir`` both sets are kept there as precision-<name>.npz ('images', NHWC uint8), so the FID
+    can be computed where the Inception weights are (they do not travel to a lent GPU machine):
+    ``bench fid DIR/precision-fp32.npz DIR/precision-bf16.npz``. 1,000 images at 64 px take at most
+    11.7 MiB each."""
     from models.adapters import to_uint8
     from models.sampling import HeunSampler, auto_batch_size
 
@@ -319,10 +326,15 @@ def precision_effect(res: int, n: int, steps: int, weights: str | None, max_batc
         x, dt = timed(lambda: sampler.sample(n, res, seed=0, batch_size=batch, device=DEV, precision_name=name))
         sets[name] = (to_uint8(x), dt)
     a, b = sets["fp32"][0].astype(np.int16), sets[other][0].astype(np.int16)
+    saved = []
+    for name in ("fp32", other) if save_dir is not None else ():
+        with atomic_path(save_dir / f"precision-{name}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, images=sets[name][0])
+        saved.append(f"precision-{name}.npz")
     out = {"what": "precision_effect", "model": "dfu", "resolution": res, "n": n, "steps": steps,
            "compared": f"fp32 vs {other}", "weights": weights or "random (seed 0): not a trained model",
            "mean_abs_pixel_diff": round(float(np.abs(a - b).mean()), 4), "max_abs_pixel_diff": int(np.abs(a - b).max()),
-           "fraction_pixels_differ": round(float((a != b).mean()), 4),
+           "fraction_pixels_differ": round(float((a != b).mean()), 4), "saved_sets": saved,
            "sampling_seconds": {k: round(v[1], 2) for k, v in sets.items()}}
     try:
         from bench.features import FeatureExtractor
@@ -389,6 +401,9 @@ def sampling_table(results: dict) -> str:
         if r.get("what") == "precision_effect":
             fid = (f"clean-FID {r['clean_fid']}" if r.get("clean_fid") is not None
                    else "FID not measured (" + r.get("fid_not_measured", "?")[:120] + ")")
+            if r.get("clean_fid") is None and len(r.get("saved_sets", [])) == 2:
+                fid += ("; the two sets are saved beside this file: `bench fid " + " ".join(r["saved_sets"])
+                        + "` in this folder on a machine with the Inception weights measures it")
             lines += ["", f"Precision effect, DFU at {r['resolution']} px, {r['n']} samples of the same seeds, "
                           f"{r['compared']} ({r['weights']}): mean |pixel difference| {r['mean_abs_pixel_diff']} "
                           f"(uint8), max {r['max_abs_pixel_diff']}, {100 * r['fraction_pixels_differ']:.1f}% of "
@@ -419,7 +434,8 @@ def sampling_main(args):
         for res in resolutions:
             record(15, sample_before, kind, res, **common)
             record(15, sample_after, kind, res, compile_mode=None, **after)
-    record(30, precision_effect, args.fid_resolution, args.fid_n, args.steps, args.weights, args.max_batch)
+    record(30, precision_effect, args.fid_resolution, args.fid_n, args.steps, args.weights, args.max_batch,
+           save_dir=out)
     if args.second_precision and args.second_precision != args.precision:
         for res in resolutions[1::2]:
             record(15, sample_after, "dfu", res, compile_mode=None, **dict(after, precision_name=args.second_precision))

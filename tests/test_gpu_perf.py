@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,16 @@ def test_dry_run_measures_every_row_and_the_fid_effect(tmp_path):
     assert effect[0]["clean_fid"] is not None and math.isfinite(effect[0]["clean_fid"]), effect[0]
     table = (out / "gpu_sampling.md").read_text()
     assert "| DFU | after bf16 +aot_eager | -- |" in table and "clean-FID" in table
-    assert not list(out.glob("*.tmp*"))
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
+    # the two sets are kept, so the FID can be measured away from a GPU machine without the Inception
+    # weights: `bench fid` on them gives the script's number
+    assert effect[0]["saved_sets"] == ["precision-fp32.npz", "precision-bf16.npz"]
+
+    env = {**os.environ, "DFU_BENCH_CACHE": str(tmp_path / "cache")}  # its feature cache: not the project's
+    r = subprocess.run([sys.executable, "-m", "bench", "fid", str(out / "precision-fp32.npz"),
+                        str(out / "precision-bf16.npz")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.strip().split()[-1]) == pytest.approx(effect[0]["clean_fid"], abs=1e-3)
 
 
 def test_projected_gpu_hours_are_the_sum_over_the_ffhq_grid():

@@ -516,7 +516,8 @@ def test_correlation_length_verdicts():
                          "grf_corr_length_hi": hh, "grf_corr_length_expected": 0.12, "n": 24, "train_seeds": 3})
     lines = correlation_length_sentences(pd.DataFrame(rows))
     verdicts = {"phys": "physical", "pix": "pixel", "wide": "not resolved", "between": "between the two",
-                "low": "neither (outside both, nearer the pixel)", "high": "neither (outside both, nearer the physical)",
+                "low": "neither (outside both, nearer the pixel)",
+                "high": "neither (outside both, nearer the physical)",
                 "no-ci": "no interval"}
     assert lines[0].startswith("Correlation-length answer (does a model keep the physical correlation length above "
                                "its training resolutions, or the pixel one?), at N = 24 with 3 training seeds: ")
@@ -525,8 +526,8 @@ def test_correlation_length_verdicts():
     assert "bilinear" not in " ".join(lines)  # a baseline is not asked the question
     body = {line.split(" ")[0]: line for line in lines[1:]}
     assert set(body) == set(verdicts)
-    assert body["phys"] == ("phys (trained at 16/32 px), correlation length in image widths above 32 px (95% interval): "
-                            "64 px 0.1180 [0.1100, 0.1250] vs physical 0.1200 and pixel 0.0600: physical.")
+    assert body["phys"] == ("phys (trained at 16/32 px), correlation length in image widths above 32 px "
+                            "(95% interval): 64 px 0.1180 [0.1100, 0.1250] vs physical 0.1200 and pixel 0.0600: physical.")
     # nothing to answer: no grf columns, or no rows above the largest training resolution
     assert correlation_length_sentences(pd.DataFrame(rows).drop(columns=["grf_corr_length"])) == []
     assert correlation_length_sentences(pd.DataFrame([r for r in rows if r["sample_resolution"] == 32])) == []
