@@ -155,7 +155,7 @@ class OpenMoji(CachedImages):
         colour = "#{:02x}{:02x}{:02x}".format(*self.background)
         # skip_system_fonts: OpenMoji SVGs have no text, and the machine's fonts must not matter.
         png = _packages()[1].svg_to_bytes(svg_string=self._svg_text(i), width=big, height=big,
-                                    background=colour, skip_system_fonts=True)
+                                          background=colour, skip_system_fonts=True)
         with Image.open(io.BytesIO(png)) as img:
             rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
         if rgba.shape != (big, big, 4):

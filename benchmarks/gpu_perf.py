@@ -65,17 +65,21 @@ DEV = "cuda"
 ARCH = "paper-small"
 
 
+def on_cuda() -> bool:
+    return torch.device(DEV).type == "cuda"
+
+
 def sync():
-    if DEV.startswith("cuda"):
+    if on_cuda():
         torch.cuda.synchronize()
 
 
 def peak_gib():
-    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if DEV.startswith("cuda") else None
+    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if on_cuda() else None
 
 
 def reset_peak():
-    if DEV.startswith("cuda"):
+    if on_cuda():
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.empty_cache()
 
@@ -98,7 +102,7 @@ def recorder(results: dict, start: float, deadline: float, save):
         except Exception as exc:  # keep measuring the rest; report the failure
             results["errors"].append(f"{label}: {type(exc).__name__}: {str(exc)[:300]}")
             print("ERROR", results["errors"][-1], flush=True)
-            if DEV.startswith("cuda"):
+            if on_cuda():
                 torch._dynamo.reset()
             reset_peak()
         save()
@@ -164,7 +168,8 @@ def begin(args) -> tuple[Path, float, float, dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = {"device": torch.cuda.get_device_name(0) if DEV.startswith("cuda") else f"cpu ({platform.processor()})",
+    device = torch.cuda.get_device_name(DEV) if on_cuda() else f"cpu ({platform.processor()})"
+    results = {"device": device,
                "arch": ARCH, "torch": torch.__version__, "cuda": torch.version.cuda,
                "python": platform.python_version(), "command": " ".join(sys.argv), "runs": [], "errors": []}
     return out, start, start + args.budget_s, results

