@@ -36,6 +36,21 @@ FFT_NORMS = ("backward", "forward", "ortho")
 # 'componentwise' is the authors' product, 'complex' the textbook FNO product.
 SPECTRAL_PRODUCTS = ("componentwise", "complex")
 
+
+
+def autocast_on(kind: str) -> bool:
+    """Whether autocast is on for device type ``kind`` (False for types that have none, such as
+    the meta device FLOP counting uses).
+
+    Not ``torch.amp.is_autocast_available``: torch 2.11's dynamo cannot trace it, so each
+    spectral layer that asked broke a compiled DFU into a graph per layer and hit the recompile
+    limit (the lent GPU machine's torch is 2.11; tests/test_runtime.py simulates it)."""
+    try:
+        return torch.is_autocast_enabled(kind)
+    except RuntimeError:  # "unknown device type for autocast"
+        return False
+
+
 # ----------------------------------------------------------------------------
 # Initialisation.
 
@@ -297,8 +312,8 @@ class SpectralConv2d(nn.Module):
         # Transforms in at least float32 (bf16 has too few bits for a DFT; half-precision FFTs
         # are limited to powers of two on CUDA), outside autocast.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        kind = x.device.type  # (the meta device, used for FLOP counting, has no autocast)
-        autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        kind = x.device.type
+        autocast = autocast_on(kind)
         fuse = (add_to is not None and self.impl != "reference" and x.dtype == dtype and add_to.dtype == dtype
                 and tuple(add_to.shape) == (x.shape[0], self.out_channels, *out_size) and add_to.is_contiguous()
                 and not (add_to.is_leaf and add_to.requires_grad))
@@ -659,8 +674,7 @@ class DualConv(nn.Module):
                 or spec.impl == "reference" or spec.product != "componentwise" or torch.compiler.is_compiling()
                 or size != tuple(x.shape[-2:])):
             return False
-        kind = x.device.type
-        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        if autocast_on(x.device.type):
             return False
         return (x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
                 and (conv.bias is None or conv.bias.dtype == x.dtype))

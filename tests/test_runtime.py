@@ -104,3 +104,22 @@ def test_whole_dfu_is_one_graph_for_torch_compile(one_thread):
     net = EDMPrecond(DualUNet(get_arch("cpu-tiny")))
     explanation = torch._dynamo.explain(net)(torch.randn(2, 3, 16, 16), torch.ones(2))
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0)
+
+
+def test_dfu_stays_one_graph_where_dynamo_cannot_trace_autocast_availability(one_thread, monkeypatch):
+    """torch 2.11 (the lent GPU machine's) cannot trace ``torch.amp.is_autocast_available``: a
+    spectral layer that asked it broke the compiled DFU into a graph per layer and hit dynamo's
+    recompile limit (seen under torch 2.11.0 with benchmarks/gpu_perf.py). Made opaque to
+    dynamo here, as it is there, the DFU -- under autocast too -- must still be one graph."""
+    import torch._dynamo
+
+    from models.edm import EDMPrecond
+    from models.networks import DualUNet, get_arch
+
+    monkeypatch.setattr(torch.amp, "is_autocast_available", torch._dynamo.disable(torch.amp.is_autocast_available))
+    net = EDMPrecond(DualUNet(get_arch("cpu-tiny")))
+    for autocast in (False, True):
+        torch._dynamo.reset()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            explanation = torch._dynamo.explain(net)(torch.randn(2, 3, 16, 16), torch.ones(2))
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
