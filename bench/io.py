@@ -121,6 +121,44 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA: dict[tuple, str] = {}  # (path, size, mtime) -> sha256
+
+
+def sha256_cached(path: Path) -> str:
+    """``sha256_file``, each file version hashed once per process (the Inception files are ~100 MB)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = sha256_file(path)
+    return _SHA[key]
+
+
+# A derived file (converted weights) and its sidecar ``<name>.json``: metadata plus the file's
+# sha256, so a sidecar that does not describe the file beside it -- left from an interrupted
+# write, or the file replaced -- is not believed.
+
+def write_with_sidecar(target: Path, write: Callable[[Path], None], meta: dict) -> dict:
+    """``write(tmp)`` the file atomically to ``target``, then its sidecar: ``meta`` + sha256 (returned)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        write(tmp)
+    meta = {**meta, "sha256": sha256_cached(target)}
+    write_json(target.with_suffix(".json"), meta)
+    return meta
+
+
+def read_sidecar(target: Path) -> Optional[dict]:
+    """The sidecar of ``target`` when both exist and it names the file's sha256, else None."""
+    sidecar = target.with_suffix(".json")
+    if not (target.is_file() and sidecar.is_file()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+        return meta if isinstance(meta, dict) and meta.get("sha256") == sha256_cached(target) else None
+    except (OSError, ValueError):
+        return None
+
+
 def write_text(target: Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

@@ -14,7 +14,6 @@ from PIL import Image
 from bench.errors import BenchError
 from bench.fidelity import (
     CACHE_NAME,
-    _read_meta,
     convert_weights,
     expected_state_shapes,
     fidelity_extractor,
@@ -25,6 +24,7 @@ from bench.fidelity import (
     load_converted,
 )
 from bench.inception import resolve
+from bench.io import read_sidecar
 from bench.metrics import precision_recall
 
 
@@ -154,10 +154,10 @@ def test_weights_cached_once_with_checksum(source, converted, extractor):
     good = sidecar.read_text()
     try:
         sidecar.write_text(json.dumps(dict(meta, sha256="0" * 64)))
-        assert _read_meta(path) is None
+        assert read_sidecar(path) is None
     finally:
         sidecar.write_text(good)
-    assert _read_meta(path) == meta
+    assert read_sidecar(path) == meta
 
 
 def test_both_pipelines_give_same_features(source, extractor):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import rundir
-from bench.io import PROJECT_ROOT
+from bench.io import PROJECT_ROOT, read_sidecar, write_with_sidecar
 from bench.rundir import LAYOUT, TRANSIENT, RunDir
 
 README = PROJECT_ROOT / "README.md"
@@ -121,3 +121,29 @@ def test_a_model_per_training_seed_has_its_own_paths_in_the_same_layout(tmp_path
     run.model_card(key).parent.mkdir(parents=True)
     run.model_card(key).write_text("{}")
     assert list(run.model_cards()) == ["dfu"]  # one card per model, named as the suite names it
+
+
+def test_a_sidecar_is_believed_only_for_the_file_it_describes(tmp_path):
+    """Converted weights (Inception for clean-fid and for torch-fidelity) keep their metadata in
+    <name>.json with the file's sha256; a sidecar that does not describe the file is ignored."""
+    target = tmp_path / "cache" / "w.bin"
+    meta = write_with_sidecar(target, lambda tmp: tmp.write_bytes(b"weights"), {"source": "test"})
+    assert meta["source"] == "test" and len(meta["sha256"]) == 64
+    assert read_sidecar(target) == meta
+    sidecar = target.with_suffix(".json")
+    target.write_bytes(b"other weights")  # the file replaced, its sidecar left
+    assert read_sidecar(target) is None
+    for text in ("{not json", "[1, 2]", ""):
+        sidecar.write_text(text)
+        assert read_sidecar(target) is None
+    sidecar.unlink()
+    assert read_sidecar(target) is None
+
+    def interrupted(tmp):
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    other = tmp_path / "cache" / "x.bin"
+    with pytest.raises(KeyboardInterrupt):
+        write_with_sidecar(other, interrupted, {})
+    assert sorted(p.name for p in other.parent.iterdir()) == ["w.bin"]  # nothing half-written
