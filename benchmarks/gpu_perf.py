@@ -25,8 +25,12 @@ DIR/gpu_sampling.json and DIR/gpu_sampling.md (img/s per resolution and the proj
 GPU-hours of the FFHQ suite's evaluation: 2 DFU + 2 UNet models x 6 resolutions x 50,000
 samples; the bilinear model needs no GPU) after every measurement, so a run cut short by
 ``--budget-s`` keeps what it measured. Weights are random unless ``--weights`` names a DFU
-checkpoint written by ``bench import-checkpoint`` (speed does not depend on them; the
-precision effect does, and the output says which it was; the UNet stays random).
+checkpoint written by ``bench import-checkpoint`` or by a run (speed does not depend on them;
+the precision effect does, and the output says which it was; the UNet stays random).
+``--effect-weights`` gives a trained DFU for the precision effect alone: a paper-small
+checkpoint (~2.5 GB) cannot travel to a lent GPU machine, but a small DFU a run trained here
+can (``make reproduce-fig2``'s ``dfu``, 23 MB: sample it at a resolution it knows, e.g.
+``--fid-resolution 32``).
 
 Dry run on a CPU (tests/test_gpu_perf.py runs it; ~20 s):
     python benchmarks/gpu_perf.py --out /tmp/x --device cpu --arch cpu-tiny --resolutions 16,32 --steps 2 \
@@ -224,18 +228,26 @@ def make_net(kind: str, weights: str | None):
     from models.edm import EDMPrecond
     from models.networks import DualUNet, get_arch
 
-    if kind in NETS:
-        return NETS[kind]
+    key = (kind, weights if kind == "dfu" else None)
+    if key in NETS:
+        return NETS[key]
     if weights and kind == "dfu":
         net = models.load(weights, device=DEV)
-        if net.model.arch.mode == "spatial":
-            raise ValueError(f"--weights {weights} holds a UNet (spatial) network, not a DFU")
     else:
         torch.manual_seed(0)
         with torch.device(DEV):
             net = EDMPrecond(DualUNet(get_arch(ARCH, mode="dual" if kind == "dfu" else "spatial")))
-    NETS[kind] = net.eval().requires_grad_(False)
-    return NETS[kind]
+    NETS[key] = net.eval().requires_grad_(False)
+    return NETS[key]
+
+
+def describe_weights(weights: str | None) -> str:
+    """What the precision effect was measured on: the checkpoint and what it was trained at, or random."""
+    if not weights:
+        return "random (seed 0): not a trained model"
+    meta = json.loads(Path(weights).with_suffix(".json").read_text())
+    trained = meta.get("train_resolutions")
+    return f"{weights} ({meta.get('arch', '?')}" + (f", trained at {'/'.join(map(str, trained))} px)" if trained else ")")
 
 
 def timed(fn):
@@ -337,7 +349,7 @@ def precision_effect(res: int, n: int, steps: int, weights: str | None, max_batc
             np.savez_compressed(f, images=sets[name][0])
         saved.append(f"precision-{name}.npz")
     out = {"what": "precision_effect", "model": "dfu", "resolution": res, "n": n, "steps": steps,
-           "compared": f"fp32 vs {other}", "weights": weights or "random (seed 0): not a trained model",
+           "compared": f"fp32 vs {other}", "weights": describe_weights(weights),
            "mean_abs_pixel_diff": round(float(np.abs(a - b).mean()), 4), "max_abs_pixel_diff": int(np.abs(a - b).max()),
            "fraction_pixels_differ": round(float((a != b).mean()), 4), "saved_sets": saved,
            "sampling_seconds": {k: round(v[1], 2) for k, v in sets.items()}}
@@ -423,7 +435,7 @@ def sampling_main(args):
     resolutions = args.resolutions
     compile_mode = None if args.compile == "none" else args.compile
     results.update(steps=args.steps, precision=args.precision, compile=compile_mode, max_batch=args.max_batch,
-                   weights=args.weights or "random (seed 0)")
+                   weights=args.weights or "random (seed 0)", effect_weights=describe_weights(args.effect_weights))
 
     def save():
         results["elapsed_s"] = round(time.perf_counter() - start, 1)
@@ -439,7 +451,7 @@ def sampling_main(args):
         for res in resolutions:
             record(15, sample_before, kind, res, **common)
             record(15, sample_after, kind, res, compile_mode=None, **after)
-    record(30, precision_effect, args.fid_resolution, args.fid_n, args.steps, args.weights, args.max_batch,
+    record(30, precision_effect, args.fid_resolution, args.fid_n, args.steps, args.effect_weights, args.max_batch,
            save_dir=out)
     if args.second_precision and args.second_precision != args.precision:
         for res in resolutions[1::2]:
@@ -467,6 +479,24 @@ def fail(message: str):
     sys.exit(2)
 
 
+def check_weights(flag: str, path: str) -> None:
+    """A DFU checkpoint: a .safetensors with its .json (the architecture) beside it -- from `bench
+    import-checkpoint`, or a model a run trained (results/<suite>/<run>/checkpoints/<model>/model.safetensors)."""
+    from models.networks import ArchConfig
+
+    what = ("give a DFU's .safetensors written by bench import-checkpoint or by a run "
+            "(checkpoints/<model>/model.safetensors), with its .json beside it")
+    if not Path(path).is_file():
+        fail(f"{flag} {path} is not a file; {what}")
+    try:
+        arch = ArchConfig.from_checkpoint(json.loads(Path(path).with_suffix(".json").read_text())["arch_config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{flag} {path}: its {Path(path).with_suffix('.json').name} does not give an architecture "
+             f"({type(exc).__name__}); {what}")
+    if arch.mode == "spatial":
+        fail(f"{flag} {path} holds a UNet (spatial) network, not a DFU; {what}")
+
+
 def check_args(args) -> None:
     """Refuse bad options with one line (exit 2) before anything is built, measured or written."""
     from bench.errors import BenchError
@@ -490,8 +520,9 @@ def check_args(args) -> None:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
     if args.budget_s <= 0 or args.max_measure_s <= 0:
         fail("--budget-s and --max-measure-s must be positive seconds")
-    if args.weights and not Path(args.weights).is_file():
-        fail(f"--weights {args.weights} is not a file; give a .safetensors written by bench import-checkpoint")
+    for flag in ("weights", "effect_weights"):
+        if getattr(args, flag):
+            check_weights(f"--{flag.replace('_', '-')}", getattr(args, flag))
     try:
         args.resolutions = parse_resolutions(args.resolutions, keep_order=True, example="32,64,96")
         if args.compile_resolutions:
@@ -526,8 +557,13 @@ def main():
                     "Heun steps are timed and scaled")
     ap.add_argument("--fid-resolution", type=int, default=64)
     ap.add_argument("--fid-n", type=int, default=1000)
-    ap.add_argument("--weights", default=None, help="a .safetensors from `bench import-checkpoint` (DFU)")
+    ap.add_argument("--weights", default=None, help="a DFU checkpoint (.safetensors with its .json) for every row "
+                    "(default: random weights, seed 0)")
+    ap.add_argument("--effect-weights", default=None, help="a trained DFU checkpoint for the precision effect "
+                    "only (default: --weights); a small one travels to a GPU machine, a paper-size one does not")
     args = ap.parse_args()
+    if args.effect_weights is None:
+        args.effect_weights = args.weights
     if args.second_precision == "none":
         args.second_precision = None
     check_args(args)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _imports import without
@@ -85,6 +86,44 @@ def test_dry_run_needs_nothing_the_gpu_image_lacks(tmp_path):
     assert "`bench fid precision-fp32.npz precision-bf16.npz`" in (out / "gpu_sampling.md").read_text()
 
 
+def save_checkpoint(path: Path, mode: str = "dual") -> Path:
+    """A cpu-tiny network as bench.checkpoint writes a run's model (weights + .json with the architecture)."""
+    from bench.checkpoint import save
+    from models.edm import EDMPrecond
+    from models.networks import DualUNet, get_arch
+
+    torch.manual_seed(1)
+    arch = get_arch("cpu-tiny", mode=mode)
+    net = EDMPrecond(DualUNet(arch))
+    save(path, dict(net.state_dict()), {"arch": "cpu-tiny", "arch_config": arch.to_dict(), "train_resolutions": [16]})
+    return path
+
+
+def test_effect_weights_set_the_precision_effect_alone(tmp_path):
+    """A paper-small checkpoint cannot travel to a GPU machine; a small trained DFU can, and measures the
+    precision's effect on a trained model while the speed rows keep paper-size (here: random) weights."""
+    ckpt = save_checkpoint(tmp_path / "dfu" / "model.safetensors")
+    out = tmp_path / "dry"
+    r = run("--out", str(out), "--device", "cpu", "--arch", "cpu-tiny", "--resolutions", "16", "--steps", "2",
+            "--max-batch", "4", "--fid-n", "4", "--fid-resolution", "16", "--compile", "none",
+            "--second-precision", "none", "--effect-weights", str(ckpt))
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "gpu_sampling.json").read_text())
+    assert results["errors"] == [] and results["weights"] == "random (seed 0)"
+    effect = next(x for x in results["runs"] if x["what"] == "precision_effect")
+    assert effect["weights"] == f"{ckpt} (cpu-tiny, trained at 16 px)"
+    assert f"({ckpt} (cpu-tiny, trained at 16 px)): mean |pixel difference|" in (out / "gpu_sampling.md").read_text()
+    # the sets were sampled from the checkpoint's network, not from the random one
+    import models
+    from models.adapters import to_uint8
+    from models.sampling import HeunSampler
+
+    want = to_uint8(HeunSampler(models.load(ckpt), num_steps=2).sample(4, 16, seed=0, batch_size=4, device="cpu",
+                                                                         precision_name="fp32"))
+    with np.load(out / "precision-fp32.npz") as saved:
+        assert np.array_equal(saved["images"], want)
+
+
 def test_projected_gpu_hours_are_the_sum_over_the_ffhq_grid():
     gp = load_script()
     rates = {(kind, res): 10.0 * (1 + i) for kind in ("dfu", "unet") for i, res in enumerate(gp.RESOLUTIONS)}
@@ -110,6 +149,8 @@ BAD = {
     "resolutions": (["--resolutions", "16,abc"], "'abc' is not an integer"),
     "arch": (["--arch", "paper-smal"], "--arch 'paper-smal' is not an architecture"),
     "weights": (["--weights", "nowhere.safetensors"], "--weights nowhere.safetensors is not a file"),
+    "effect-weights-unet": (["--effect-weights", "UNET"], "holds a UNet (spatial) network, not a DFU"),
+    "effect-weights-no-json": (["--effect-weights", "FILE"], "does not give an architecture (FileNotFoundError)"),
     "second-precision": (["--second-precision", "fp16"], "--second-precision 'fp16'"),
     "steps": (["--steps", "0"], "--steps 0 must be at least 1"),
     "device": (["--device", "gpu"], "--device 'gpu' is not a torch device"),
@@ -124,7 +165,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         pytest.skip("this machine has a CUDA device")
     args, expect = BAD[case]
     (tmp_path / "FILE").write_text("x")
-    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    if "UNET" in args:
+        save_checkpoint(tmp_path / "unet.safetensors", mode="spatial")
+    args = [str(tmp_path / a) if a == "FILE" else str(tmp_path / "unet.safetensors") if a == "UNET" else a
+            for a in args]
     if "--out" not in args and case != "no-out":
         args = ["--out", str(tmp_path / "out"), *args]
     if case not in ("no-cuda", "device"):
