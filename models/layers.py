@@ -37,7 +37,6 @@ FFT_NORMS = ("backward", "forward", "ortho")
 SPECTRAL_PRODUCTS = ("componentwise", "complex")
 
 
-
 def autocast_on(kind: str) -> bool:
     """Whether autocast is on for device type ``kind`` (False for types that have none, such as
     the meta device FLOP counting uses).
