@@ -29,7 +29,7 @@ checkpoint written by ``bench import-checkpoint`` or by a run (speed does not de
 the precision effect does, and the output says which it was; the UNet stays random).
 ``--effect-weights`` gives a trained DFU for the precision effect alone: a paper-small
 checkpoint (~2.5 GB) cannot travel to a lent GPU machine, but a small DFU a run trained here
-can (``make reproduce-fig2``'s ``dfu``, 23 MB: sample it at a resolution it knows, e.g.
+can (``make reproduce-fig2``'s ``dfu``, 22.7 MiB: sample it at a resolution it knows, e.g.
 ``--fid-resolution 32``).
 
 Dry run on a CPU (tests/test_gpu_perf.py runs it; ~20 s):
