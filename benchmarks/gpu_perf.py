@@ -38,8 +38,13 @@ Dry run on a CPU (tests/test_gpu_perf.py runs it; ~20 s):
 
 Training (``--what training``): trains ``paper-small`` DFU and UNet through the same
 Trainer the harness uses (EDM loss, Adam, EMA, per-resolution micro-batches) on a fixed
-pool of toyfaces images held on the GPU, at 64 and 96 px, plus bf16 autocast and
-torch.compile (inductor) for one configuration each; results in DIR/gpu_perf.json.
+pool of toyfaces images held on the GPU, at 64 and 96 px (``--resolutions``), batch
+``--train-batch`` (32), up to ``--train-steps`` (200) timed steps or ~40 s a row, plus
+gradient accumulation, bf16 autocast and torch.compile (inductor, or the backend
+``--compile`` names) for one configuration each, and sampling rates; results in
+DIR/gpu_perf.json. Dry run on a CPU (tests/test_gpu_perf.py runs it; ~10 s):
+    python benchmarks/gpu_perf.py --what training --out /tmp/t --device cpu --arch cpu-tiny \
+        --resolutions 16,24 --train-batch 4 --train-steps 2 --steps 2 --compile aot_eager
 
 Needs torch, numpy, safetensors (and cleanfid for the FID, else only the pixel difference).
 """
@@ -145,9 +150,9 @@ def train_rate(kind, res, batch, steps, warmup, precision="fp32", compile_backen
     return out
 
 
-def sample_rate(kind, res, n, precision="fp32"):
+def sample_rate(kind, res, n, precision="fp32", heun_steps=18):
     torch.manual_seed(0)
-    adapter = ADAPTERS[kind](ARCH, device=DEV, sample_steps=18, precision=precision)
+    adapter = ADAPTERS[kind](ARCH, device=DEV, sample_steps=heun_steps, precision=precision)
     adapter.sample(4, res, seed=0, batch_size=4)  # warm-up (cuDNN autotune, FFT plans)
     sync()
     reset_peak()
@@ -156,7 +161,8 @@ def sample_rate(kind, res, n, precision="fp32"):
     sync()
     dt = time.perf_counter() - t0
     out = {"what": "sample", "model": kind, "resolution": res, "batch": n, "precision": precision,
-           "heun_steps": 18, "network_evals": 35, "seconds": round(dt, 3), "img_per_s": round(n / dt, 3),
+           "heun_steps": heun_steps, "network_evals": 2 * heun_steps - 1, "seconds": round(dt, 3),
+           "img_per_s": round(n / dt, 3),
            "peak_mem_gib": peak_gib(),
            "images_finite_uint8": bool(images.dtype == np.uint8 and images.shape == (n, res, res, 3))}
     del adapter
@@ -183,9 +189,14 @@ def training_main(args):
     out, start, deadline, results = begin(args)
     results.update(tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
                    flops_per_forward={})
+    resolutions = args.resolutions or TRAIN_RESOLUTIONS
+    low, high = resolutions[0], resolutions[-1]
+    batch, steps = args.train_batch, args.train_steps
+    # inductor for the compiled row unless --compile names another backend (aot_eager in a CPU dry run)
+    backend = "inductor" if args.compile in ("reduce-overhead", "none") else args.compile
     for kind, mode in (("dfu", "dual"), ("unet", "spatial")):
         card = model_card(__import__("models.networks", fromlist=["get_arch"]).get_arch(ARCH, mode=mode),
-                          [64, 96])
+                          list(resolutions))
         results["flops_per_forward"][kind] = {"params": card["params_total"], **card["flops_per_forward"]}
 
     save = lambda: write_text(out / "gpu_perf.json", json.dumps(results, indent=1))  # noqa: E731
@@ -193,17 +204,17 @@ def training_main(args):
 
     per = lambda: min(deadline, time.perf_counter() + 40)  # at most ~40 s of timed steps per config
     for kind in ("unet", "dfu"):
-        for res in (64, 96):
-            record(20, train_rate, kind, res, 32, 200, 5, deadline=per())
-    # the harness's gradient accumulation path (global batch 64 as 2 x 32) and bf16 autocast
-    record(20, train_rate, "dfu", 96, 64, 100, 3, micro=32, deadline=per())
-    record(20, train_rate, "dfu", 96, 32, 200, 5, precision="bf16", deadline=per())
+        for res in resolutions:
+            record(20, train_rate, kind, res, batch, steps, 5, deadline=per())
+    # the harness's gradient accumulation path (global batch 2x as 2 micro-batches) and bf16 autocast
+    record(20, train_rate, "dfu", high, 2 * batch, max(1, steps // 2), 3, micro=batch, deadline=per())
+    record(20, train_rate, "dfu", high, batch, steps, 5, precision="bf16", deadline=per())
     for kind in ("unet", "dfu"):
-        for res in (64, 96):
-            record(20, sample_rate, kind, res, 32)
-    record(20, sample_rate, "dfu", 96, 32, precision="bf16")
-    # torch.compile: inductor compiles once per resolution; the first steps include it
-    record(20, train_rate, "unet", 64, 32, 100, 3, compile_backend="inductor", deadline=per())
+        for res in resolutions:
+            record(20, sample_rate, kind, res, batch, heun_steps=args.steps)
+    record(20, sample_rate, "dfu", high, batch, precision="bf16", heun_steps=args.steps)
+    # torch.compile: one compilation per resolution; the first steps include it
+    record(20, train_rate, "unet", low, batch, max(1, steps // 2), 3, compile_backend=backend, deadline=per())
     results["total_seconds"] = round(time.perf_counter() - start, 1)
     save()
     print("done in", results["total_seconds"], "s; errors:", results["errors"])
@@ -214,6 +225,7 @@ def training_main(args):
 # Sampling for FID grids: before (today's path) and after (models.sampling).
 
 RESOLUTIONS = (32, 64, 96, 128, 160, 192)
+TRAIN_RESOLUTIONS = (64, 96)  # --what training: the paper-small rows of reports/perf/gpu.md
 FFHQ_EVAL = {"dfu": 2, "unet": 2}  # models of suites/ffhq_zero_shot.yaml sampled by a network (+ bilinear: no GPU)
 FFHQ_SAMPLES = 50_000
 
@@ -432,7 +444,7 @@ def sampling_table(results: dict) -> str:
 
 def sampling_main(args):
     out, start, deadline, results = begin(args)
-    resolutions = args.resolutions
+    resolutions = args.resolutions or RESOLUTIONS
     compile_mode = None if args.compile == "none" else args.compile
     results.update(steps=args.steps, precision=args.precision, compile=compile_mode, max_batch=args.max_batch,
                    weights=args.weights or "random (seed 0)", effect_weights=describe_weights(args.effect_weights))
@@ -515,7 +527,7 @@ def check_args(args) -> None:
         fail(f"--arch {args.arch!r} is not an architecture; choose one of {', '.join(sorted(ARCHS))}")
     if args.second_precision not in (None, "fp32", "tf32", "bf16"):
         fail(f"--second-precision {args.second_precision!r}: use fp32, tf32, bf16 or none")
-    for name in ("steps", "max_batch", "fid_n", "fid_resolution"):
+    for name in ("steps", "max_batch", "fid_n", "fid_resolution", "train_batch", "train_steps"):
         if getattr(args, name) < 1:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
     if args.budget_s <= 0 or args.max_measure_s <= 0:
@@ -524,7 +536,8 @@ def check_args(args) -> None:
         if getattr(args, flag):
             check_weights(f"--{flag.replace('_', '-')}", getattr(args, flag))
     try:
-        args.resolutions = parse_resolutions(args.resolutions, keep_order=True, example="32,64,96")
+        if args.resolutions:
+            args.resolutions = tuple(parse_resolutions(args.resolutions, keep_order=True, example="32,64,96"))
         if args.compile_resolutions:
             args.compile_resolutions = parse_resolutions(args.compile_resolutions, keep_order=True, example="64,128")
         check_output_dir(args.out, "--out")
@@ -540,14 +553,19 @@ def main():
                     "results so far are saved after every measurement")
     ap.add_argument("--device", default="cuda", help="cpu + --arch cpu-tiny: a dry run of this script")
     ap.add_argument("--arch", default="paper-small")
-    ap.add_argument("--resolutions", default=",".join(map(str, RESOLUTIONS)))
+    ap.add_argument("--resolutions", default="", help="sampling: default "
+                    f"{','.join(map(str, RESOLUTIONS))}; training: default {','.join(map(str, TRAIN_RESOLUTIONS))}")
+    ap.add_argument("--train-batch", type=int, default=32, help="--what training: the batch (32)")
+    ap.add_argument("--train-steps", type=int, default=200, help="--what training: timed steps per row, "
+                    "at most ~40 s of them (200)")
     ap.add_argument("--steps", type=int, default=18, help="Heun steps of the sampler measured (EDM: 18)")
     ap.add_argument("--precision", default="bf16", choices=("fp32", "tf32", "bf16"), help="the after path's")
     ap.add_argument("--second-precision", default="tf32", help="also time the after path in this precision "
                     "(DFU, every other resolution); 'none' to skip")
     ap.add_argument("--compile", default="reduce-overhead",
                     help="torch.compile for the after path: reduce-overhead (CUDA graphs), a backend name "
-                         "(aot_eager for a CPU dry run), or none")
+                         "(aot_eager for a CPU dry run), or none; training's compiled row: inductor unless a "
+                         "backend is named")
     ap.add_argument("--compile-resolutions", default="",
                     help="resolutions of the compiled rows, DFU first (default: every other of --resolutions, "
                          "64,128,192 of the default grid); every resolution is a new compilation (fixed shapes)")

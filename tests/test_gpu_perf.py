@@ -86,6 +86,31 @@ def test_dry_run_needs_nothing_the_gpu_image_lacks(tmp_path):
     assert "`bench fid precision-fp32.npz precision-bf16.npz`" in (out / "gpu_sampling.md").read_text()
 
 
+def test_training_dry_run_measures_every_row_without_what_the_gpu_image_lacks(tmp_path):
+    """--what training (the training table of reports/perf/gpu.md) had no dry run: it trained at 64 and 96
+    px, batch 32, for up to 40 s a row, with inductor, whatever the machine. Now every row runs at toy sizes."""
+    out = tmp_path / "train"
+    code = (without(*NOT_ON_THE_GPU_IMAGE)
+            + f"import runpy; sys.argv[0] = {str(SCRIPT)!r}; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, "--what", "training", "--out", str(out), "--device", "cpu",
+                        "--arch", "cpu-tiny", "--resolutions", "16,24", "--train-batch", "4", "--train-steps", "2",
+                        "--steps", "2", "--compile", "aot_eager"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "gpu_perf.json").read_text())
+    assert results["errors"] == [], results["errors"]
+    rows = [(x["what"], x["model"], x["resolution"], x["batch"], x.get("micro_batch"), x["precision"],
+             x.get("compile")) for x in results["runs"]]
+    assert rows == [("train", m, res, 4, None, "fp32", None) for m in ("unet", "dfu") for res in (16, 24)] + [
+        ("train", "dfu", 24, 8, 4, "fp32", None), ("train", "dfu", 24, 4, None, "bf16", None)] + [
+        ("sample", m, res, 4, None, "fp32", None) for m in ("unet", "dfu") for res in (16, 24)] + [
+        ("sample", "dfu", 24, 4, None, "bf16", None), ("train", "unet", 16, 4, None, "fp32", "aot_eager")]
+    for x in results["runs"]:
+        assert x["img_per_s"] > 0 and (x["what"] == "train" or x["images_finite_uint8"]), x
+        assert x["what"] == "sample" or math.isfinite(x["final_loss"]), x
+    assert set(results["flops_per_forward"]["dfu"]) == {"params", "16", "24"}  # at the resolutions trained
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_perf.json"]
+
+
 def save_checkpoint(path: Path, mode: str = "dual") -> Path:
     """A cpu-tiny network as bench.checkpoint writes a run's model (weights + .json with the architecture)."""
     from bench.checkpoint import save
