@@ -5,7 +5,6 @@ checkpoint whose JSON exists is complete. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
-from bench.io import atomic_path, write_json
+from bench.io import atomic_path, read_json_object, write_json
 
 
 def meta_path(path: Path) -> Path:
@@ -38,7 +37,7 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                          "train the model first or point at an existing checkpoint")
     try:
         tensors = load_file(str(path))
-        meta = json.loads(meta_path(path).read_text())
+        meta = read_json_object(meta_path(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BenchError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {str(exc)[:80]}); "
                          "delete it and its .json to retrain from the previous checkpoint") from None

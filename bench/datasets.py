@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import re
 import shlex
 import zipfile
@@ -40,7 +39,7 @@ from PIL import Image
 from bench.errors import BenchError
 from bench.grf import GRF
 from bench.images import IMAGE_EXTENSIONS, CachedImages, ImageFiles, check_index, check_resolution, verify_image
-from bench.io import data_root
+from bench.io import data_root, read_json_object
 from bench.openmoji import OpenMoji
 from bench.toyfaces import ToyFaces
 
@@ -247,11 +246,11 @@ class PreparedDataset:
                 raise BenchError(f"dataset {self.name} is not prepared in {shown_path(self.dir)} (no {MANIFEST_NAME}); "
                                  f"run: {self._command([])}")
             try:
-                manifest = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise BenchError(f"{shown_path(path)} is unreadable ({exc}); delete {shown_path(self.dir)} "
+                manifest = read_json_object(path)
+            except ValueError as exc:
+                raise BenchError(f"{shown_path(path)} {exc}; delete {shown_path(self.dir)} "
                                  "and prepare it again") from None
-            if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT:
+            if manifest.get("format") != PREPARED_FORMAT:
                 raise BenchError(f"{shown_path(path)} is not a {PREPARED_FORMAT} manifest; delete "
                                  f"{shown_path(self.dir)} and prepare it again")
             self._manifest = manifest

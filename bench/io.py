@@ -121,6 +121,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``, or ValueError saying what is wrong, worded to follow the file's
+    name: "is unreadable (...)", "is not JSON (...)" or "is not a JSON object (...)"."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValueError(f"is unreadable ({exc.strerror or type(exc).__name__})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"is not JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"is not a JSON object (it holds a {type(data).__name__})")
+    return data
+
+
 _SHA: dict[tuple, str] = {}  # (path, size, mtime) -> sha256
 
 
@@ -153,9 +167,9 @@ def read_sidecar(target: Path) -> Optional[dict]:
     if not (target.is_file() and sidecar.is_file()):
         return None
     try:
-        meta = json.loads(sidecar.read_text())
-        return meta if isinstance(meta, dict) and meta.get("sha256") == sha256_cached(target) else None
-    except (OSError, ValueError):
+        meta = read_json_object(sidecar)
+        return meta if meta.get("sha256") == sha256_cached(target) else None
+    except (OSError, ValueError):  # (OSError: the file went away while being hashed)
         return None
 
 

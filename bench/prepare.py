@@ -32,7 +32,6 @@ import datetime as dt
 import hashlib
 import io
 import itertools
-import json
 import re
 import time
 import zipfile
@@ -48,7 +47,7 @@ from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, MANIFEST_NAME, PREPAR
                             resize_square, resolution_dir, shard_path, shown_path)
 from bench.errors import BenchError
 from bench.images import ImageFiles, check_resolution, decode_rgb, verify_image
-from bench.io import atomic_path, data_root, rank_info, sha256_file, write_json
+from bench.io import atomic_path, data_root, rank_info, read_json_object, sha256_file, write_json
 from bench.progress import console, progress
 
 PROGRESS_NAME = "prepare.json"
@@ -83,10 +82,9 @@ def _now() -> str:
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except ValueError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 # ----------------------------------------------------------------------------

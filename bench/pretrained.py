@@ -13,7 +13,6 @@ Nothing is unpickled: the tensors are safetensors, the metadata JSON.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -24,6 +23,7 @@ from safetensors.torch import load_file
 
 from bench.checkpoint import meta_path
 from bench.errors import BenchError
+from bench.io import read_json_object
 from models.adapters import ADAPTERS, EDMAdapter
 from models.networks import ArchConfig
 
@@ -43,13 +43,10 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BenchError(f"checkpoint {path} has no {meta_file.name} beside it (its architecture); "
                          f"give {WHAT}")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"checkpoint metadata {meta_file} is not readable JSON ({type(exc).__name__}); "
-                         "restore it or convert the network again") from None
-    if not isinstance(meta, dict):
-        raise BenchError(f"checkpoint metadata {meta_file} is not a JSON object; restore it or convert the "
-                         "network again")
+        meta = read_json_object(meta_file)
+    except ValueError as exc:
+        raise BenchError(f"checkpoint metadata {meta_file} {exc}; restore it or convert the network "
+                         "again") from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -93,15 +90,15 @@ def recorded_resolutions(path: str | Path) -> tuple[int, ...]:
 @functools.lru_cache(maxsize=64)
 def _recorded(meta_file: str, stamp: int) -> tuple[int, ...]:
     try:
-        rec = json.loads(Path(meta_file).read_text()).get("train_resolutions") or ()
+        rec = read_json_object(Path(meta_file)).get("train_resolutions") or ()
         return tuple(int(r) for r in rec)
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return ()
 
 
 def arch_of(path: str | Path):
     """The ArchConfig a checkpoint's metadata records, or None when it cannot be read."""
     try:
-        return ArchConfig.from_checkpoint(json.loads(meta_path(Path(path)).read_text())["arch_config"])
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ArchConfig.from_checkpoint(read_json_object(meta_path(Path(path)))["arch_config"])
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None

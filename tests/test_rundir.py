@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import rundir
-from bench.io import PROJECT_ROOT, read_sidecar, write_with_sidecar
+from bench.io import PROJECT_ROOT, read_json_object, read_sidecar, write_with_sidecar
 from bench.rundir import LAYOUT, TRANSIENT, RunDir
 
 README = PROJECT_ROOT / "README.md"
@@ -147,3 +147,25 @@ def test_a_sidecar_is_believed_only_for_the_file_it_describes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_with_sidecar(other, interrupted, {})
     assert sorted(p.name for p in other.parent.iterdir()) == ["w.bin"]  # nothing half-written
+
+
+def test_read_json_object_says_what_is_wrong_in_words_that_follow_the_file_name(tmp_path):
+    """The one JSON reader behind manifests, checkpoint metadata, sidecars and `bench data prepare`'s
+    progress: its ValueError reads on after the file's name in each caller's one-line error."""
+    path = tmp_path / "x.json"
+    path.write_text('{"a": 1}')
+    assert read_json_object(path) == {"a": 1}
+    cases = {"{not json": "is not JSON (JSONDecodeError)", "[1, 2]": "is not a JSON object (it holds a list)",
+             "null": "is not a JSON object (it holds a NoneType)"}
+    for text, why in cases.items():
+        path.write_text(text)
+        with pytest.raises(ValueError) as exc:
+            read_json_object(path)
+        assert str(exc.value) == why
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match=r"^is not JSON \(UnicodeDecodeError\)$"):
+        read_json_object(path)
+    with pytest.raises(ValueError, match=r"^is unreadable \(No such file or directory\)$"):
+        read_json_object(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"^is unreadable \(Is a directory\)$"):
+        read_json_object(tmp_path)

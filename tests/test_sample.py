@@ -211,7 +211,7 @@ CASES = [
     ("ckpt-missing", lambda c, t: [str(t / "nope.safetensors")], ("nope.safetensors", "does not exist")),
     ("ckpt-corrupt", lambda c, t: [str(_corrupt(c, t))], ("bad.safetensors", "not a readable safetensors")),
     ("ckpt-no-json", lambda c, t: [str(_no_json(c, t))], ("lone.json", "architecture")),
-    ("ckpt-bad-json", lambda c, t: [str(_bad_json(c, t))], ("garbled.json", "not readable JSON")),
+    ("ckpt-bad-json", lambda c, t: [str(_bad_json(c, t))], ("garbled.json", "is not JSON (JSONDecodeError)")),
     ("ckpt-mismatched", lambda c, t: [str(_mismatched(c, t))], ("other.safetensors", "do not fit")),
     ("ckpt-folder", lambda c, t: [str(t)], ("is a folder",)),
     ("outdir-is-a-file", lambda c, t: [str(c), "--outdir", str(c)], ("is a file",)),
