@@ -190,7 +190,7 @@ def training_main(args):
     results.update(tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
                    flops_per_forward={})
     resolutions = args.resolutions or TRAIN_RESOLUTIONS
-    low, high = resolutions[0], resolutions[-1]
+    low, high = min(resolutions), max(resolutions)
     batch, steps = args.train_batch, args.train_steps
     # inductor for the compiled row unless --compile names another backend (aot_eager in a CPU dry run)
     backend = "inductor" if args.compile in ("reduce-overhead", "none") else args.compile
