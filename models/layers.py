@@ -91,7 +91,7 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x @ self.weight.to(x.dtype).t()
         if self.bias is not None:
-            x = x + self.bias.to(x.dtype)
+            x = x.add_(self.bias.to(x.dtype))  # in place on the fresh product (see ``DualUNetBlock``)
         return x
 
 
@@ -198,8 +198,8 @@ class Conv2d(nn.Module):
             x = torch.nn.functional.conv2d(x, f.tile([x.shape[1], 1, 1, 1]), groups=x.shape[1], stride=2, padding=pad)
         if self.weight is not None:
             x = torch.nn.functional.conv2d(x, self.weight.to(x.dtype), padding=self.kernel // 2)
-        if self.bias is not None:
-            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        if self.bias is not None:  # in place on the convolution's fresh output (see ``DualUNetBlock``)
+            x = x.add_(self.bias.to(x.dtype).reshape(1, -1, 1, 1))
         return x
 
 
@@ -432,8 +432,10 @@ def _dft_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, fwt, th0, 
     torch.mm(yk, gh0, out=z_re)
     torch.mm(yk, gh1, out=z_im)
     z = z.view(2 * m2, b * o * ho).t()
-    if out is None:
-        return torch.mm(z, gw).view(b, o, ho, wo), xk
+    if out is None:  # not a view of the product: callers may add into it in place
+        y = x.new_empty(b, o, ho, wo)
+        torch.mm(z, gw, out=y.view(b * o * ho, wo))
+        return y, xk
     # into the caller's memory: a fresh output costs as much as the product (cold pages)
     out.view(b * o * ho, wo).addmm_(z, gw)
     return out, xk
@@ -501,7 +503,7 @@ class _DualConvDFT(torch.autograd.Function):
     """A DualConv without resampling -- 3x3 conv + bias + spectral layer, summed -- as one node.
 
     forward(x, conv weight, conv bias or None, weights1, weights2, *bases). The
-    spatial branch is Conv2d's own computation (conv2d, then + bias), and its gradients come
+    spatial branch is Conv2d's own computation (conv2d, then + bias in place), and its gradients come
     from the same aten kernel autograd would call; the spectral branch reads x right before
     the convolution does, adds itself into the convolution's output, and in backward adds
     its x gradient into the convolution's, where autograd would write a fresh one and then
@@ -513,7 +515,7 @@ class _DualConvDFT(torch.autograd.Function):
         a = torch.mm(bases[0], x.view(b * i * h, w).t())
         y = torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
         if bias is not None:
-            y = y + bias.reshape(1, -1, 1, 1)
+            y = y.add_(bias.reshape(1, -1, 1, 1))
         y, xk = _dft_forward(x, w1, w2, *bases, out=y.contiguous(), a=a)
         ctx.save_for_backward(x, weight, xk, w1, w2, *bases)
         return y
@@ -735,9 +737,12 @@ class DualUNetBlock(nn.Module):
         orig = x
         size = self.conv0.output_size(tuple(x.shape[-2:]), out_size)
         x = self.conv0(silu(self.norm0(x)), out_size=size)
-        x = silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
+        # Sums and scalings in place on fresh outputs that no backward needs, as in EDM and the
+        # authors' code: the same bits without a new activation-sized tensor for each, which cost
+        # 5-8% of a CPU training step (reports/perf/cpu.md, 2026-11-30).
+        x = silu(self.norm1(x.add_(self.affine(emb)[:, :, None, None].to(x.dtype))))
         x = self.conv1(torch.nn.functional.dropout(x, p=self.dropout, training=self.training))
-        x = (x + (self.skip(orig, out_size=size) if self.skip is not None else orig)) * self.skip_scale
+        x = x.add_(self.skip(orig, out_size=size) if self.skip is not None else orig).mul_(self.skip_scale)
 
         if self.num_heads:
             b, c, h, w = x.shape
@@ -747,5 +752,5 @@ class DualUNetBlock(nn.Module):
             logits = torch.einsum("ncq,nck->nqk", q.float(), k.float()) / math.sqrt(k.shape[1])
             attn = logits.softmax(dim=2)
             a = torch.einsum("nqk,nck->ncq", attn, v.float()).to(x.dtype)
-            x = (self.proj(a.reshape(b, c, h, w)) + x) * self.skip_scale
+            x = self.proj(a.reshape(b, c, h, w)).add_(x).mul_(self.skip_scale)
         return x
