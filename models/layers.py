@@ -685,6 +685,14 @@ class DualConv(nn.Module):
 # Residual UNet block.
 
 
+def _sum(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` (an output no backward needs) when the sum has its
+    dtype. Under autocast a DFU block sums float32 (conv + spectral) and bfloat16 (1x1 convolutions)
+    terms: a bfloat16 ``fresh`` plus a float32 ``other`` is float32, and summing into ``fresh``
+    would round it."""
+    return fresh.add_(other) if torch.promote_types(fresh.dtype, other.dtype) == fresh.dtype else fresh + other
+
+
 class DualUNetBlock(nn.Module):
     """DDPM++ residual block whose two 3x3 convs are ``DualConv``s.
 
@@ -742,7 +750,7 @@ class DualUNetBlock(nn.Module):
         # 5-8% of a CPU training step (reports/perf/cpu.md, 2026-11-30).
         x = silu(self.norm1(x.add_(self.affine(emb)[:, :, None, None].to(x.dtype))))
         x = self.conv1(torch.nn.functional.dropout(x, p=self.dropout, training=self.training))
-        x = x.add_(self.skip(orig, out_size=size) if self.skip is not None else orig).mul_(self.skip_scale)
+        x = _sum(x, self.skip(orig, out_size=size) if self.skip is not None else orig).mul_(self.skip_scale)
 
         if self.num_heads:
             b, c, h, w = x.shape
@@ -752,5 +760,5 @@ class DualUNetBlock(nn.Module):
             logits = torch.einsum("ncq,nck->nqk", q.float(), k.float()) / math.sqrt(k.shape[1])
             attn = logits.softmax(dim=2)
             a = torch.einsum("nqk,nck->ncq", attn, v.float()).to(x.dtype)
-            x = self.proj(a.reshape(b, c, h, w)).add_(x).mul_(self.skip_scale)
+            x = _sum(self.proj(a.reshape(b, c, h, w)), x).mul_(self.skip_scale)
         return x

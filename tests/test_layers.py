@@ -1,6 +1,7 @@
 """Tests for models/layers.py: resampling convs, the spectral conv and its
 discretisation invariance, DualConv modes and the UNet block."""
 
+import contextlib
 import math
 
 import pytest
@@ -265,6 +266,38 @@ def test_block_skip_attention_and_odd_resampling():
     assert up(down(torch.randn(2, 8, 11, 11), emb), emb, out_size=(11, 11)).shape == (2, 8, 11, 11)
     y = wider(x, emb)
     assert y.shape == (2, 16, 10, 10) and torch.isfinite(y).all()
+
+
+class _OutOfPlace(torch.overrides.TorchFunctionMode):
+    """Runs ``Tensor.add_`` / ``mul_`` as ``torch.add`` / ``torch.mul``: the layers' sums as they were
+    before they went in place (a new tensor each, with type promotion)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        func = {torch.Tensor.add_: torch.add, torch.Tensor.mul_: torch.mul}.get(func, func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("mode", ["spatial", "dual"])
+def test_block_in_place_sums_change_nothing(mode, autocast):
+    """The block's sums are in place (as EDM's): outputs, dtypes and gradients equal those of the
+    same code with a new tensor per sum -- under bf16 autocast too, where a dual block mixes float32
+    (conv + spectral) and bfloat16 (1x1 skip, attention projection) terms, and a sum into a bfloat16
+    tensor would round what the out-of-place sum keeps in float32."""
+    torch.manual_seed(0)
+    block = DualUNetBlock(8, 16, emb_channels=8, modes1=2, modes2=2, mode=mode, attention=True,
+                          init_zero=dict(init_weight=0.5))  # non-zero conv1/proj: every term counts
+    x, emb = torch.randn(2, 8, 10, 10), torch.randn(2, 8)
+    results = []
+    for replay in (contextlib.nullcontext(), _OutOfPlace()):
+        block.zero_grad(set_to_none=True)
+        with replay, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = block(x, emb)
+        y.float().square().sum().backward()
+        results.append((y.detach(), [p.grad.clone() for p in block.parameters()]))
+    (y_in, g_in), (y_out, g_out) = results
+    assert y_in.dtype == y_out.dtype and torch.equal(y_in, y_out)
+    assert all(torch.equal(a, b) for a, b in zip(g_in, g_out))
 
 
 # --- the two computations of the spectral layer ---------------------------------
