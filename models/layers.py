@@ -747,7 +747,7 @@ class DualUNetBlock(nn.Module):
         x = self.conv0(silu(self.norm0(x)), out_size=size)
         # Sums and scalings in place on fresh outputs that no backward needs, as in EDM and the
         # authors' code: the same bits without a new activation-sized tensor for each, which cost
-        # 5-8% of a CPU training step (reports/perf/cpu.md, 2026-11-30).
+        # 1-7% of a DFU training step on CPU (benchmarks/test_inplace.py, reports/perf/cpu.md).
         x = silu(self.norm1(x.add_(self.affine(emb)[:, :, None, None].to(x.dtype))))
         x = self.conv1(torch.nn.functional.dropout(x, p=self.dropout, training=self.training))
         x = _sum(x, self.skip(orig, out_size=size) if self.skip is not None else orig).mul_(self.skip_scale)
