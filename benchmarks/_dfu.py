@@ -2,6 +2,7 @@
 inputs and training step. Imports only torch and models/, so the authors' interpreter can run it too."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -11,6 +12,15 @@ from models.networks import ArchConfig, DualUNet, get_arch
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "authors_dualunet_fixture.pt"
 BATCH = 8
+# The grid every whole-DFU comparison runs (test_spectral.py, test_inplace.py, authors_compare.py).
+ARCHS = ("fixture", "cpu-small")
+RESOLUTIONS = (32, 64)
+
+
+def rounds(res: int) -> int:
+    """Timed rounds at ``res`` px: $DFU_BENCH_ROUNDS (7) at 32 px, two fewer (at least 3) above."""
+    n = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
+    return n if res <= 32 else max(3, n - 2)
 
 
 def build(arch: str, mode: str = "dual") -> EDMPrecond:

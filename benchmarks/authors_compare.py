@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
 
 
 def _usage(message: str) -> None:
@@ -67,7 +66,7 @@ def pair(name: str):
 
 
 def measure(name: str, res: int) -> dict:
-    from _dfu import inputs, run_step as step
+    from _dfu import inputs, rounds as rounds_at, run_step as step
     ours, theirs = pair(name)
     x, sigma = inputs(res)
     diff = (step(ours, x, sigma).detach() - step(theirs, x, sigma).detach()).abs().max().item()
@@ -75,7 +74,7 @@ def measure(name: str, res: int) -> dict:
         raise SystemExit(f"error: {name} at {res} px: outputs differ by {diff:.3g} (> 1e-5); "
                          "is the checkout Dahoas/edm with the component-wise product?")
     times: dict = {"theirs": [], "ours": []}
-    rounds = ROUNDS if res == 32 else max(3, ROUNDS - 2)
+    rounds = rounds_at(res)
     for r in range(rounds + 1):  # round 0 is a warm-up
         for who, net in (("theirs", theirs), ("ours", ours)):
             t = time.process_time()
@@ -110,8 +109,8 @@ def main(argv: list[str]) -> None:
     rows = []
     print(f"authors' code ({checkout}) vs dfu-bench: DFU forward+backward, batch {_dfu.BATCH}, "
           f"{torch.get_num_threads()} thread(s), CPU-time medians over interleaved rounds")
-    for name in ("fixture", "cpu-small"):
-        for res in (32, 64):
+    for name in _dfu.ARCHS:
+        for res in _dfu.RESOLUTIONS:
             row = measure(name, res)
             rows.append(row)
             print(f"  {name:10s} {res:3d} px   theirs {statistics.median(row['theirs_cpu_seconds']):7.4f} s"

@@ -14,16 +14,12 @@ CPU time; ``benchmarks/ratios.py`` prints in-place / out-of-place.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from _dfu import build, inputs, run_step
+from _dfu import ARCHS, RESOLUTIONS, build, inputs, rounds, run_step
 from _timing import interleaved
-
-ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
 
 pytestmark = pytest.mark.usefixtures("bench_threads")
 
@@ -47,8 +43,8 @@ class Replay(TorchFunctionMode):
 
 
 @pytest.mark.benchmark(group="inplace-sums")
-@pytest.mark.parametrize("res", [32, 64])
-@pytest.mark.parametrize("arch", ["fixture", "cpu-small"])
+@pytest.mark.parametrize("res", RESOLUTIONS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_inplace_sums(benchmark, arch, res):
     net = build(arch)
     x, sigma = inputs(res)
@@ -70,4 +66,4 @@ def test_inplace_sums(benchmark, arch, res):
 
     benchmark.extra_info.update(arch=arch, resolution=res, replayed_sums_per_step=swapped)
     interleaved(benchmark, step(False), {"out_of_place": step(True)},
-                rounds=ROUNDS if res == 32 else max(3, ROUNDS - 2))
+                rounds=rounds(res))

@@ -28,17 +28,12 @@ machine's wall time would be. $DFU_BENCH_ROUNDS sets the number of rounds (7).
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from _dfu import BATCH, build, inputs, run_step
+from _dfu import ARCHS, BATCH, RESOLUTIONS, build, inputs, rounds, run_step
 from _timing import interleaved
 from models.layers import SpectralConv2d
-
-ROUNDS = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
-
 
 pytestmark = pytest.mark.usefixtures("bench_threads")
 
@@ -50,8 +45,8 @@ def set_impl(module: torch.nn.Module, impl: str) -> None:
 
 
 @pytest.mark.benchmark(group="dfu-fwdbwd")
-@pytest.mark.parametrize("res", [32, 64])
-@pytest.mark.parametrize("arch", ["fixture", "cpu-small"])
+@pytest.mark.parametrize("res", RESOLUTIONS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_dfu_fwdbwd(benchmark, arch, res):
     net = build(arch)
     x, sigma = inputs(res)
@@ -80,7 +75,7 @@ def test_dfu_fwdbwd(benchmark, arch, res):
     # order: spatial-only, reference, fast -- the reference and the fast path each follow a run of
     # the same network (same weights in cache), so neither is favoured
     interleaved(benchmark, step("dft"), {"spatial_only": step("dft", spatial), "reference": step("reference")},
-                rounds=ROUNDS if res == 32 else max(3, ROUNDS - 2))
+                rounds=rounds(res))
 
 
 # (name, in = out channels, modes1, modes2, grid): the sizes the two networks run the layer at
