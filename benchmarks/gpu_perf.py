@@ -257,7 +257,10 @@ def describe_weights(weights: str | None) -> str:
     """What the precision effect was measured on: the checkpoint and what it was trained at, or random."""
     if not weights:
         return "random (seed 0): not a trained model"
-    meta = json.loads(Path(weights).with_suffix(".json").read_text())
+    from bench.checkpoint import meta_path
+    from bench.io import read_json_object
+
+    meta = read_json_object(meta_path(Path(weights)))
     trained = meta.get("train_resolutions")
     return f"{weights} ({meta.get('arch', '?')}" + (f", trained at {'/'.join(map(str, trained))} px)" if trained else ")")
 
@@ -494,17 +497,16 @@ def fail(message: str):
 def check_weights(flag: str, path: str) -> None:
     """A DFU checkpoint: a .safetensors with its .json (the architecture) beside it -- from `bench
     import-checkpoint`, or a model a run trained (results/<suite>/<run>/checkpoints/<model>/model.safetensors)."""
-    from models.networks import ArchConfig
+    from bench.pretrained import arch_of
 
     what = ("give a DFU's .safetensors written by bench import-checkpoint or by a run "
             "(checkpoints/<model>/model.safetensors), with its .json beside it")
     if not Path(path).is_file():
         fail(f"{flag} {path} is not a file; {what}")
-    try:
-        arch = ArchConfig.from_checkpoint(json.loads(Path(path).with_suffix(".json").read_text())["arch_config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"{flag} {path}: its {Path(path).with_suffix('.json').name} does not give an architecture "
-             f"({type(exc).__name__}); {what}")
+    arch = arch_of(path)
+    if arch is None:
+        fail(f"{flag} {path}: its {Path(path).with_suffix('.json').name} is missing or does not give an "
+             f"architecture; {what}")
     if arch.mode == "spatial":
         fail(f"{flag} {path} holds a UNet (spatial) network, not a DFU; {what}")
 

@@ -175,7 +175,8 @@ BAD = {
     "arch": (["--arch", "paper-smal"], "--arch 'paper-smal' is not an architecture"),
     "weights": (["--weights", "nowhere.safetensors"], "--weights nowhere.safetensors is not a file"),
     "effect-weights-unet": (["--effect-weights", "UNET"], "holds a UNet (spatial) network, not a DFU"),
-    "effect-weights-no-json": (["--effect-weights", "FILE"], "does not give an architecture (FileNotFoundError)"),
+    "effect-weights-no-json": (["--effect-weights", "FILE"], "FILE: its FILE.json is missing or does not give an architecture"),
+    "effect-weights-bad-json": (["--effect-weights", "BADJSON"], "its bad.json is missing or does not give an architecture"),
     "second-precision": (["--second-precision", "fp16"], "--second-precision 'fp16'"),
     "steps": (["--steps", "0"], "--steps 0 must be at least 1"),
     "device": (["--device", "gpu"], "--device 'gpu' is not a torch device"),
@@ -192,8 +193,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     (tmp_path / "FILE").write_text("x")
     if "UNET" in args:
         save_checkpoint(tmp_path / "unet.safetensors", mode="spatial")
-    args = [str(tmp_path / a) if a == "FILE" else str(tmp_path / "unet.safetensors") if a == "UNET" else a
-            for a in args]
+    if "BADJSON" in args:  # weights with a .json that is not an object
+        save_checkpoint(tmp_path / "bad.safetensors", mode="dual")
+        (tmp_path / "bad.json").write_text("[1, 2]")
+    named = {"FILE": "FILE", "UNET": "unet.safetensors", "BADJSON": "bad.safetensors"}
+    args = [str(tmp_path / named[a]) if a in named else a for a in args]
     if "--out" not in args and case != "no-out":
         args = ["--out", str(tmp_path / "out"), *args]
     if case not in ("no-cuda", "device"):
