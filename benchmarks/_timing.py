@@ -2,11 +2,14 @@
 
 pytest-benchmark times the fast path; each reference runs, timed here, in the round's
 ``setup`` right before it, so every path sees the same machine state. ``extra_info``
-gets every time (wall and CPU) and the ratios fast / reference, which
-``benchmarks/ratios.py`` prints.
+gets every time (wall and CPU), the ratios fast / reference, the ratio of each round
+(the fast path over the reference run right before it) with a distribution-free interval
+for their median, and the target a ratio must stay under where a benchmark states one;
+``benchmarks/ratios.py`` prints them and says whether each target is met.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -22,10 +25,29 @@ def timed(fn, log: dict, key: str):
     return call
 
 
-def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int = 1) -> dict:
+def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, coverage): the order-statistic (sign-test) interval for the median of
+    ``values``, the narrowest whose coverage is at least ``level`` for any continuous
+    distribution. With too few values for ``level`` (fewer than 6 at 0.95) it is their whole
+    range, whose coverage 1 - 2 / 2**n is then less (0.94 for 5 values)."""
+    x, n = sorted(values), len(values)
+    if n == 0:
+        raise ValueError("no values")
+    # k: how many values to drop from each end; P(Binomial(n, 1/2) < k) must stay <= (1 - level) / 2
+    k, tail = 0, 0.0
+    while k < (n - 1) // 2 and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    k = max(k, 1)
+    return x[k - 1], x[n - k], 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2 ** n
+
+
+def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int = 1,
+                targets: dict | None = None) -> dict:
     """Benchmark ``fast``; every entry of ``references`` (name -> call) runs, timed by us, right
     before each round. Ratios use CPU time (immune to being descheduled on a shared machine;
-    with 1 thread it equals the wall time of an idle machine) and wall time."""
+    with 1 thread it equals the wall time of an idle machine) and wall time. ``targets``
+    (reference name -> ratio) records what fast / that reference must stay at or under."""
     log: dict = {}
     calls = [timed(fn, log, name) for name, fn in references.items()]
     def setup():
@@ -46,5 +68,11 @@ def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int 
         info[f"fast_over_{name}_cpu_median"] = statistics.median(fast_cpu) / statistics.median(ref_cpu)
         info[f"fast_over_{name}_cpu_min"] = min(fast_cpu) / min(ref_cpu)
         info[f"fast_over_{name}_wall_median"] = statistics.median(info["fast_seconds"]) / statistics.median(ref_wall)
+        per_round = [f / r for f, r in zip(fast_cpu, ref_cpu)]
+        low, high, coverage = median_interval(per_round)
+        info[f"fast_over_{name}_cpu_rounds"] = per_round
+        info[f"fast_over_{name}_cpu_interval"] = [low, high, coverage]
+    for name, target in (targets or {}).items():
+        info[f"fast_over_{name}_target"] = target
     benchmark.extra_info.update(info)
     return info

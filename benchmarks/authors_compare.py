@@ -74,7 +74,7 @@ def measure(name: str, res: int) -> dict:
         raise SystemExit(f"error: {name} at {res} px: outputs differ by {diff:.3g} (> 1e-5); "
                          "is the checkout Dahoas/edm with the component-wise product?")
     times: dict = {"theirs": [], "ours": []}
-    rounds = rounds_at(res)
+    rounds = rounds_at(name, res)
     for r in range(rounds + 1):  # round 0 is a warm-up
         for who, net in (("theirs", theirs), ("ours", ours)):
             t = time.process_time()

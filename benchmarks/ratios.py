@@ -3,7 +3,13 @@
 Group "kernels": ratio to the calibration GEMM (gemm-512). Other groups: ratio
 to their alphabetically first entry. Benchmarks that timed references themselves,
 interleaved with their own rounds (benchmarks/test_spectral.py, extra_info
-"<name>_cpu_seconds"), print the fast path's time as a ratio to each of them.
+"<name>_cpu_seconds"), print the fast path's time as a ratio to each of them, then the
+ratio of each round (the fast path over the reference run right before it): their median, an
+interval for it that holds with the stated coverage whatever the distribution (order
+statistics), and, where the benchmark states a target, whether the run meets it: "met"
+when the whole interval is at or under the target, "not met" when it is all above,
+"not resolved" when the interval straddles it. The interval is this run's round-to-round
+spread only; separate runs on a shared machine differ by more (reports/perf/cpu.md).
 """
 import json
 import statistics
@@ -30,6 +36,19 @@ for group, items in groups.items():
             ratios = "   ".join(f"{r}: {e[f'fast_over_{r}_cpu_median']:.2f} {e[f'fast_over_{r}_cpu_min']:.2f} "
                                f"{e[f'fast_over_{r}_wall_median']:.2f}" for r in refs)
             print(f"  {b['name']:40s} " + " ".join(f"{c:9.4f}" for c in cols) + f"   {ratios}")
+        rounds = [(b, r) for b in paired for r in refs if f"fast_over_{r}_cpu_interval" in b["extra_info"]]
+        if rounds:
+            print("  per round, fast / ref (CPU): median [interval for the median, its coverage]; target")
+        for b, r in rounds:
+            e = b["extra_info"]
+            low, high, coverage = e[f"fast_over_{r}_cpu_interval"]
+            line = (f"  {b['name']:40s} {r}: {statistics.median(e[f'fast_over_{r}_cpu_rounds']):.3f} "
+                    f"[{low:.3f}, {high:.3f}] {coverage:.0%} of {len(e[f'fast_over_{r}_cpu_rounds'])} rounds")
+            target = e.get(f"fast_over_{r}_target")
+            if target is not None:
+                verdict = "met" if high <= target else "not met" if low > target else "not resolved"
+                line += f"; target <= {target:.3g}: {verdict}"
+            print(line)
         continue
     base = next((b for b in items if "gemm-512" in b["name"]), items[0])
     print(f"{group}: median seconds, and ratio to {base['name']}")

@@ -65,4 +65,4 @@ def test_inplace_sums(benchmark, arch, res):
     assert torch.equal(y_in, y_out) and all(torch.equal(a, b) for a, b in zip(g_in, g_out))
 
     benchmark.extra_info.update(arch=arch, resolution=res, replayed_sums_per_step=swapped)
-    interleaved(benchmark, step(False), {"out_of_place": step(True)}, rounds=rounds(res))
+    interleaved(benchmark, step(False), {"out_of_place": step(True)}, rounds=rounds(arch, res))

@@ -3,9 +3,13 @@ once with timing off (the equality checks it makes before timing included), and 
 prints the ratios of a real, short benchmark run. The timings themselves are `make bench`'s."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +39,60 @@ def test_ratios_prints_each_reference_of_a_real_run(tmp_path):
     row = next(line for line in lines if "fixture-l1-32px" in line)
     ratios = [float(v) for v in row.split("reference:")[1].split()]
     assert len(ratios) == 3 and all(0 < v < 10 for v in ratios), row
+    per_round = [line for line in lines if "fixture-l1-32px" in line and "rounds" in line]
+    assert len(per_round) == 1 and "of 15 rounds" in per_round[0] and "target" not in per_round[0], r.stdout
+
+
+def load_timing():
+    """benchmarks/_timing.py (the benchmarks' folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_timing", ROOT / "benchmarks" / "_timing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("n,ranks,coverage", [
+    (5, (1, 5), 0.9375), (6, (1, 6), 0.96875), (7, (1, 7), 0.984375), (9, (2, 8), 0.9609375),
+    (15, (4, 12), 0.96484375), (21, (6, 16), 0.97339630), (100, (40, 61), 0.96479980),
+])
+def test_median_interval_is_the_sign_test_interval(n, ranks, coverage):
+    """The order statistics (1-based ranks) of the textbook distribution-free 95% interval for a median."""
+    values = [float(v) * 10 for v in range(n, 0, -1)]  # unsorted on purpose
+    low, high, cov = load_timing().median_interval(values)
+    assert (low, high) == (ranks[0] * 10.0, ranks[1] * 10.0)
+    assert cov == pytest.approx(coverage, abs=1e-8) and cov >= (0.95 if n >= 6 else 0.9)
+
+
+def test_median_interval_refuses_no_values():
+    with pytest.raises(ValueError, match="no values"):
+        load_timing().median_interval([])
+
+
+def test_ratios_says_whether_each_target_is_met(tmp_path):
+    """ratios.py's verdict: met when the whole interval is at or under the target, not met when all
+    of it is above, not resolved when it straddles; benchmarks without a target get no verdict."""
+    def entry(name, rounds, target):
+        fast = [0.1 * r for r in rounds]
+        info = {"threads": 1, "rounds": len(rounds), "fast_cpu_seconds": fast, "fast_seconds": fast,
+                "reference_cpu_seconds": [0.1] * len(rounds), "reference_seconds": [0.1] * len(rounds),
+                "fast_over_reference_cpu_median": 1.0, "fast_over_reference_cpu_min": 1.0,
+                "fast_over_reference_wall_median": 1.0, "fast_over_reference_cpu_rounds": rounds,
+                "fast_over_reference_cpu_interval": list(load_timing().median_interval(rounds))}
+        if target is not None:
+            info["fast_over_reference_target"] = target
+        return {"group": "g", "name": name, "extra_info": info, "stats": {"median": 0.1}}
+
+    data = {"benchmarks": [entry("a_under", [0.61, 0.65, 0.66, 0.68, 0.69, 0.62, 0.7], 0.7),
+                           entry("b_over", [0.71, 0.75, 0.72, 0.73, 0.8, 0.74, 0.76], 0.7),
+                           entry("c_straddles", [0.66, 0.68, 0.69, 0.71, 0.72, 0.67, 0.73], 0.7),
+                           entry("d_no_target", [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1], None)]}
+    path = tmp_path / "synthetic.json"
+    path.write_text(json.dumps(data))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ratios.py"), str(path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    verdicts = {line.split()[0]: line for line in r.stdout.splitlines() if "rounds" in line and "[" in line}
+    assert verdicts["a_under"].endswith("reference: 0.660 [0.610, 0.700] 98% of 7 rounds; target <= 0.7: met")
+    assert verdicts["b_over"].endswith("target <= 0.7: not met")
+    assert verdicts["c_straddles"].endswith("target <= 0.7: not resolved")
+    assert verdicts["d_no_target"].endswith("reference: 0.800 [0.500, 1.100] 98% of 7 rounds")
