@@ -19,8 +19,9 @@ RESOLUTIONS = (32, 64)
 
 def rounds(arch: str, res: int) -> int:
     """Timed rounds of ``arch`` at ``res`` px: $DFU_BENCH_ROUNDS (7) at 32 px, two fewer (at least
-    3) above; three times as many for the fixture, whose step takes 30-120 ms and whose round-to-round
-    spread (0.65-0.72 of the reference within one run) needs them to tell a ratio from 0.7."""
+    3) above; three times as many for the fixture, whose steps take 27-136 ms and whose rounds
+    spread widely within one run (per-round ratios 0.59-0.71 in one run, 0.65-0.78 in another),
+    too widely for 7 or 5 rounds to tell a median near 0.7 from 0.7."""
     n = int(os.environ.get("DFU_BENCH_ROUNDS", "7"))
     n = n if res <= 32 else max(3, n - 2)
     return 3 * n if arch == "fixture" else n

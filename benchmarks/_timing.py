@@ -33,7 +33,8 @@ def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     x, n = sorted(values), len(values)
     if n == 0:
         raise ValueError("no values")
-    # k: how many values to drop from each end; P(Binomial(n, 1/2) < k) must stay <= (1 - level) / 2
+    # k: the 1-based rank of the interval's lower end (k - 1 values dropped from each end);
+    # P(Binomial(n, 1/2) < k) must stay <= (1 - level) / 2
     k, tail = 0, 0.0
     while k < (n - 1) // 2 and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
         tail += math.comb(n, k) / 2 ** n
@@ -68,7 +69,7 @@ def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int 
         info[f"fast_over_{name}_cpu_median"] = statistics.median(fast_cpu) / statistics.median(ref_cpu)
         info[f"fast_over_{name}_cpu_min"] = min(fast_cpu) / min(ref_cpu)
         info[f"fast_over_{name}_wall_median"] = statistics.median(info["fast_seconds"]) / statistics.median(ref_wall)
-        per_round = [f / r for f, r in zip(fast_cpu, ref_cpu)]
+        per_round = [f / r for f, r in zip(fast_cpu, ref_cpu, strict=True)]  # setup runs in warm-up rounds too
         low, high, coverage = median_interval(per_round)
         info[f"fast_over_{name}_cpu_rounds"] = per_round
         info[f"fast_over_{name}_cpu_interval"] = [low, high, coverage]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def pytest_run(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider",
-                           f"--basetemp={tmp_path / 'base'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           f"--basetemp={tmp_path / 'base'}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_every_benchmark_module_runs(tmp_path):
@@ -96,3 +98,24 @@ def test_ratios_says_whether_each_target_is_met(tmp_path):
     assert verdicts["b_over"].endswith("target <= 0.7: not met")
     assert verdicts["c_straddles"].endswith("target <= 0.7: not resolved")
     assert verdicts["d_no_target"].endswith("reference: 0.800 [0.500, 1.100] 98% of 7 rounds")
+
+
+def test_the_dfu_comparison_states_its_target_and_pairs_its_rounds(tmp_path):
+    """A real, short run of the whole-DFU comparison (the fixture at 32 px, 1 x 3 rounds): each round's
+    ratio is that round's fast time over the reference run right before it, and ratios.py gives the
+    issue's 0.7 target a verdict. No time is asserted."""
+    out = tmp_path / "dfu.json"
+    r = pytest_run(tmp_path, "benchmarks/test_spectral.py::test_dfu_fwdbwd[fixture-32]", f"--benchmark-json={out}",
+                   env={"DFU_BENCH_ROUNDS": "1"})
+    assert r.returncode == 0, r.stdout[-4000:]
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    e = entry["extra_info"]
+    assert e["rounds"] == 3 and e["fast_over_reference_target"] == 0.7
+    assert e["fast_over_reference_cpu_rounds"] == [f / ref for f, ref in zip(e["fast_cpu_seconds"],
+                                                                           e["reference_cpu_seconds"], strict=True)]
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ratios.py"), str(out)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    line = next(line for line in r.stdout.splitlines() if "fixture-32" in line and "reference:" in line
+                and "rounds" in line)
+    assert "of 3 rounds; target <= 0.7: " in line and line.split(": ")[-1] in ("met", "not met", "not resolved"), line
