@@ -50,7 +50,6 @@ Needs torch, numpy, safetensors (and cleanfid for the FID, else only the pixel d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -61,8 +60,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # models/, _cli
 
+from _cli import Parser, fail  # noqa: E402
 from bench.datasets import ToyFaces, to_float_tensor  # noqa: E402
 from bench.io import atomic_path, write_text  # noqa: E402
 from models.card import model_card  # noqa: E402
@@ -482,18 +482,6 @@ def sampling_main(args):
     print("done in", results["total_seconds"], "s; errors:", results["errors"])
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit 2, like the project's commands."""
-
-    def error(self, message):
-        fail(f"{message}; see python benchmarks/gpu_perf.py --help")
-
-
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def check_weights(flag: str, path: str) -> None:
     """A DFU checkpoint: a .safetensors with its .json (the architecture) beside it -- from `bench
     import-checkpoint`, or a model a run trained (results/<suite>/<run>/checkpoints/<model>/model.safetensors)."""
@@ -548,7 +536,7 @@ def check_args(args) -> None:
 
 
 def main():
-    ap = _Parser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    ap = Parser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--out", required=True)
     ap.add_argument("--what", choices=("sampling", "training"), default="sampling")
     ap.add_argument("--budget-s", type=float, default=420, help="stop starting measurements after this; "

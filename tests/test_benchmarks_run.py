@@ -119,3 +119,35 @@ def test_the_dfu_comparison_states_its_target_and_pairs_its_rounds(tmp_path):
     line = next(line for line in r.stdout.splitlines() if "fixture-32" in line and "reference:" in line
                 and "rounds" in line)
     assert "of 3 rounds; target <= 0.7: " in line and line.split(": ")[-1] in ("met", "not met", "not resolved"), line
+
+
+CONV_GRAD_INPUT = ROOT / "benchmarks" / "conv_grad_input.py"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--whole-step", "big"], "invalid choice: 'big'"),
+    (["--rounds-scale", "0"], "--rounds-scale must be at least 1, got 0"),
+    (["--rounds-scale", "x"], "invalid int value: 'x'"),
+])
+def test_conv_grad_input_usage_errors_are_one_line(args, expect):
+    r = subprocess.run([sys.executable, str(CONV_GRAD_INPUT), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
+    assert lines[0].endswith("see python benchmarks/conv_grad_input.py --help")
+
+
+def test_conv_grad_input_whole_step_gives_the_same_gradients_both_ways():
+    """The flipped input gradient is the same gradient (to float32 rounding), and each resolution prints the
+    step both ways with the reference and the fast layer."""
+    r = subprocess.run([sys.executable, str(CONV_GRAD_INPUT), "--whole-step", "--rounds-scale", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "DFU_BENCH_ROUNDS": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    lines = r.stdout.splitlines()
+    heads = [line for line in lines if "largest relative gradient difference" in line]
+    assert [h.split()[0] for h in heads] == ["32", "64"], r.stdout
+    assert "3 rounds" in heads[0] and "9 rounds" in heads[1], heads
+    assert all(0 < float(h.split()[-1]) < 1e-5 for h in heads), heads  # different kernels: not bit-equal, but close
+    assert sum("flipped / torch, median round" in line for line in lines) == 4, r.stdout
+    assert sum(line.strip().startswith("fast / reference") for line in lines) == 4, r.stdout
