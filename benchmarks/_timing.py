@@ -2,7 +2,7 @@
 
 pytest-benchmark times the fast path; each reference runs, timed here, in the round's
 ``setup`` right before it, so every path sees the same machine state. ``extra_info``
-gets every time (wall and CPU), the ratios fast / reference, the ratio of each round
+gets every time (wall and CPU) and minor page-fault count, the ratios fast / reference, the ratio of each round
 (the fast path over the reference run right before it) with a distribution-free interval
 for their median, and the target a ratio must stay under where a benchmark states one;
 ``benchmarks/ratios.py`` prints them and says whether each target is met.
@@ -16,12 +16,27 @@ import time
 import torch
 
 
+def minor_faults() -> int | None:
+    """The process's minor page faults so far (first touches of fresh memory), or None where the
+    platform does not count them (no ``resource`` module: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed(fn, log: dict, key: str):
-    """fn, recording its wall-clock and CPU (process) time under ``key``."""
+    """fn, recording its wall-clock and CPU (process) time and its minor page faults under ``key``.
+
+    Faults are recorded because they are part of the CPU time: a computation that allocates more
+    fresh memory pays the kernel for each new page, and how often memory is fresh depends on the
+    allocator's state (reports/perf/cpu.md: glibc hands large freed blocks back to the system)."""
     def call():
-        w, c = time.perf_counter(), time.process_time()
+        f, w, c = minor_faults(), time.perf_counter(), time.process_time()
         fn()
-        log.setdefault(key, []).append((time.perf_counter() - w, time.process_time() - c))
+        wall, cpu, f_end = time.perf_counter() - w, time.process_time() - c, minor_faults()
+        log.setdefault(key, []).append((wall, cpu, None if f is None else f_end - f))
     return call
 
 
@@ -61,8 +76,10 @@ def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int 
         return info
     for name, samples in log.items():
         samples = samples[warmup:]
-        info[f"{name}_seconds"] = [w for w, _ in samples]
-        info[f"{name}_cpu_seconds"] = [c for _, c in samples]
+        info[f"{name}_seconds"] = [w for w, _, _ in samples]
+        info[f"{name}_cpu_seconds"] = [c for _, c, _ in samples]
+        if all(f is not None for _, _, f in samples):
+            info[f"{name}_minor_faults"] = [f for _, _, f in samples]
     fast_cpu = info["fast_cpu_seconds"]
     for name in references:
         ref_cpu, ref_wall = info[f"{name}_cpu_seconds"], info[f"{name}_seconds"]

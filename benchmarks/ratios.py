@@ -9,7 +9,9 @@ interval for it that holds with the stated coverage whatever the distribution (o
 statistics), and, where the benchmark states a target, whether the run meets it: "met"
 when the whole interval is at or under the target, "not met" when it is all above,
 "not resolved" when the interval straddles it. The interval is this run's round-to-round
-spread only; separate runs on a shared machine differ by more (reports/perf/cpu.md).
+spread only; separate runs on a shared machine differ by more (reports/perf/cpu.md). Last,
+each path's minor page faults per call, where the platform counts them: part of its CPU time,
+and the part that moves with the allocator's state from process to process.
 """
 import json
 import statistics
@@ -49,6 +51,13 @@ for group, items in groups.items():
                 verdict = "met" if high <= target else "not met" if low > target else "not resolved"
                 line += f"; target <= {target:.3g}: {verdict}"
             print(line)
+        faults = [b for b in paired if "fast_minor_faults" in b["extra_info"]]
+        if faults:
+            print("  minor page faults per call, median (pages of fresh memory the call touched; they cost CPU time)")
+        for b in faults:
+            e = b["extra_info"]
+            print(f"  {b['name']:40s} " + "   ".join(f"{k} {statistics.median(e[f'{k}_minor_faults']):.0f}"
+                                                     for k in ["fast"] + refs if f"{k}_minor_faults" in e))
         continue
     base = next((b for b in items if "gemm-512" in b["name"]), items[0])
     print(f"{group}: median seconds, and ratio to {base['name']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,14 @@ def test_the_dfu_comparison_states_its_target_and_pairs_its_rounds(tmp_path):
     line = next(line for line in r.stdout.splitlines() if "fixture-32" in line and "reference:" in line
                 and "rounds" in line)
     assert "of 3 rounds; target <= 0.7: " in line and line.split(": ")[-1] in ("met", "not met", "not resolved"), line
+    # each path's minor page faults per call, counted (Linux) and printed beside the times
+    for path in ("fast", "reference", "spatial_only"):
+        faults = e[f"{path}_minor_faults"]
+        assert len(faults) == 3 and all(isinstance(f, int) and f >= 0 for f in faults), (path, faults)
+    line = next(line for line in r.stdout.splitlines() if "fixture-32" in line and "spatial_only " in line)
+    assert line.split()[1:] == ["fast", str(round(statistics.median(e["fast_minor_faults"]))), "reference",
+                                str(round(statistics.median(e["reference_minor_faults"]))), "spatial_only",
+                                str(round(statistics.median(e["spatial_only_minor_faults"])))], line
 
 
 CONV_GRAD_INPUT = ROOT / "benchmarks" / "conv_grad_input.py"
