@@ -2,9 +2,10 @@
 
 pytest-benchmark times the fast path; each reference runs, timed here, in the round's
 ``setup`` right before it, so every path sees the same machine state. ``extra_info``
-gets every time (wall and CPU) and minor page-fault count, the ratios fast / reference, the ratio of each round
-(the fast path over the reference run right before it) with a distribution-free interval
-for their median, and the target a ratio must stay under where a benchmark states one;
+gets every time (wall and CPU) and minor page-fault count, the ratios fast / reference,
+the ratio of each round (the fast path over the reference run right before it) with a
+distribution-free interval for their median, and the target a ratio must stay under where a
+benchmark states one;
 ``benchmarks/ratios.py`` prints them and says whether each target is met.
 """
 from __future__ import annotations
@@ -15,15 +16,16 @@ import time
 
 import torch
 
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 
 def minor_faults() -> int | None:
     """The process's minor page faults so far (first touches of fresh memory), or None where the
     platform does not count them (no ``resource`` module: Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def timed(fn, log: dict, key: str):

@@ -161,8 +161,8 @@ def whole_step(arch: str, rounds_scale: int) -> None:
         for flip in (False, True):
             each = [f / t for f, t in zip(times[(flip, "dft")], times[(flip, "reference")], strict=True)]
             lo, hi, _ = median_interval(each)
-            print(f"    fast / reference, {'flipped' if flip else 'torch':7s}: median round {statistics.median(each):.3f} "
-                  f"[{lo:.3f}, {hi:.3f}]")
+            way = "flipped" if flip else "torch"
+            print(f"    fast / reference, {way:7s}: median round {statistics.median(each):.3f} [{lo:.3f}, {hi:.3f}]")
 
 
 def main(argv: list[str]) -> None:

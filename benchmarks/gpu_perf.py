@@ -485,6 +485,7 @@ def sampling_main(args):
 def check_weights(flag: str, path: str) -> None:
     """A DFU checkpoint: a .safetensors with its .json (the architecture) beside it -- from `bench
     import-checkpoint`, or a model a run trained (results/<suite>/<run>/checkpoints/<model>/model.safetensors)."""
+    from bench.checkpoint import meta_path
     from bench.pretrained import arch_of
 
     what = ("give a DFU's .safetensors written by bench import-checkpoint or by a run "
@@ -493,7 +494,7 @@ def check_weights(flag: str, path: str) -> None:
         fail(f"{flag} {path} is not a file; {what}")
     arch = arch_of(path)
     if arch is None:
-        fail(f"{flag} {path}: its {Path(path).with_suffix('.json').name} is missing or does not give an "
+        fail(f"{flag} {path}: its {meta_path(Path(path)).name} is missing or does not give an "
              f"architecture; {what}")
     if arch.mode == "spatial":
         fail(f"{flag} {path} holds a UNet (spatial) network, not a DFU; {what}")
