@@ -51,6 +51,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 TRUST_HELP = ("load the Inception file named by --inception (or the suite's metrics.inception_path) even if its "
               "sha256 is not a known Inception-v3 file: TorchScript runs code, so only for a file you made")
+RUN_TRUST_HELP = ("load the suite's metrics.inception_path even if its sha256 is not a known Inception-v3 file: "
+                  "TorchScript runs code, so only for a file you made")
 MODE_HELP = "FID mode: " + " or ".join(f"{m.name} ({m.how})" for m in FID_MODES.values())
 _DEFAULTS = MetricOptions()
 
@@ -63,13 +65,13 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
         results: Path = typer.Option(Path("results"), help="folder that receives <suite>/<run-id>/"),
         run_id: Optional[str] = typer.Option(None, help="name of the run; an existing one is resumed"),
         report_dir: Optional[Path] = typer.Option(None, help="also write the report to REPORT_DIR/<suite>/ "
-                                                             "[default: reports/ beside the results folder]"),
+                                                             "(default: reports/ beside the results folder)"),
         scale: str = typer.Option("full", help="full: the suite as written; tiny: cpu-tiny models, a few "
                                               "steps and 8 samples on the same resolution grid (a CPU dry run, "
                                               "suite name + '-tiny')"),
         nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
                                                  "(one per GPU on CUDA; gloo processes on CPU)"),
-        trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP)):
+        trust_inception: bool = typer.Option(False, "--trust-inception", help=RUN_TRUST_HELP)):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
     from bench.api import run_suite
 
@@ -130,10 +132,10 @@ def launch_torchrun(nproc: int, run_args: list[str], run_id: Optional[str]) -> i
 def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; a suite's dataset refers to it"),
                  source: Path = typer.Option(..., help="folder (searched recursively) or .zip of images"),
                  resolutions: str = typer.Option(..., help="comma list, e.g. 32,48,64"),
-                 out: Optional[Path] = typer.Option(None, help="root folder [default: $DFU_BENCH_DATA or data/]"),
+                 out: Optional[Path] = typer.Option(None, help="root folder (default: $DFU_BENCH_DATA or data/)"),
                  skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out images that cannot be "
                                                                           "decoded (listed in the manifest)"),
-                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive [default: 4096]"),
+                 shard_size: Optional[int] = typer.Option(None, min=1, help="images per archive (default: 4096)"),
                  filter: str = typer.Option("lanczos", help="resize filter: lanczos (PIL LANCZOS, as EDM's "
                                                             "dataset_tool) or bilinear-aa (antialiased bilinear = "
                                                             "torchvision Resize on PIL, as the authors' LSUN sets)")):

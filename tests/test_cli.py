@@ -166,3 +166,38 @@ def test_every_resolutions_option_is_read_by_one_parser(run_cli):
     assert code == 2 and err.startswith("error: --resolutions '32,32' names 32 twice")
     code, _, err = run_cli("model-card", "cpu-tiny", "--resolutions", "32,4096")
     assert code == 2 and "4096 is not a resolution; give pixels from 8 to 2048" in err
+
+
+def _all_commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _all_commands(sub, path + (name,))
+
+
+def test_help_texts_survive_rich_markup(run_cli):
+    """typer renders help with rich markup, which drops any ``[...]`` it takes for a style tag (a
+    "[default: 4096]" vanished from `bench data prepare --help`): no help text may contain one, and
+    the defaults stated in words are printed."""
+    import re
+
+    import typer.main
+
+    from bench.cli import app
+
+    texts = []
+    for path, command in _all_commands(typer.main.get_command(app)):
+        texts += [(path, command.help or "")] + [(path + (p.name,), getattr(p, "help", None) or "")
+                                                 for p in command.params]
+    assert len(texts) > 40
+    bracketed = [(path, text) for path, text in texts if re.search(r"\[[^\]]*\]", text)]
+    assert not bracketed
+
+    def rendered(*args: str) -> str:  # the help as one line of words, without rich's box drawing
+        code, out, _ = run_cli(*args, "--help")
+        assert code == 0
+        return " ".join(re.sub("[\u2500-\u257f]", " ", out).split())
+
+    out = rendered("data", "prepare")
+    assert "(default: 4096)" in out and "(default: $DFU_BENCH_DATA or data/)" in out
+    out = rendered("run")
+    assert "(default: reports/ beside the results folder)" in out and "--inception " not in out
