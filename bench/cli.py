@@ -26,7 +26,7 @@ import typer
 import yaml
 
 from bench import __version__
-from bench.config import load_suite
+from bench.config import MAX_SAMPLER_STEPS, load_suite
 from bench.errors import BenchError
 from bench.images import parse_resolutions
 from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
@@ -221,7 +221,8 @@ def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: 
            outdir: Path = typer.Option(..., help="writes OUTDIR/<res>/<seed>.png (or OUTDIR/<res>.npz)"),
            batch: int = typer.Option(32, min=1, help="images per batch (output does not depend on the "
                                                       "process count; it may on the batch, by float round-off)"),
-           steps: int = typer.Option(18, min=1, help="Heun steps (EDM's sampler; 2 * steps - 1 network calls)"),
+           steps: int = typer.Option(18, min=1, max=MAX_SAMPLER_STEPS,
+                                     help="Heun steps (EDM's sampler; 2 * steps - 1 network calls)"),
            format: str = typer.Option("png", help="png: one file per seed and resolution; npz: one "
                                                  "OUTDIR/<res>.npz of images and seeds, as bench metrics reads"),
            device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),

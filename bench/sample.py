@@ -22,8 +22,8 @@ always holds the same seeds, whatever the process count, so 1 process and N
 write the same bytes; a batch of which some images exist is made whole and only
 the missing ones are written. Rank 0 merges the .npz and prints the summary.
 
-All input problems (seeds, resolutions, the checkpoint, the output folder) are
-found before anything is written: one BenchError line each.
+All input problems (seeds, resolutions, steps, the checkpoint, the output folder)
+are found before anything is written: one BenchError line each.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ import numpy as np
 from PIL import Image
 
 from bench import dist
+from bench.config import MAX_SAMPLER_STEPS
 from bench.errors import BenchError
 from bench.images import check_resolution
-from bench.io import atomic_path, rank_info
+from bench.io import atomic_path, check_output_dir, rank_info
 from bench.pretrained import load_model
 from bench.progress import console, progress
 
@@ -140,8 +141,10 @@ def sample_checkpoint(checkpoint: str | Path, resolutions: Sequence[int], seeds:
         raise BenchError(f"--format {format!r} is not known; use one of: {', '.join(FORMATS)}")
     if batch < 1 or steps < 1:
         raise BenchError(f"--batch and --steps must be at least 1 (got {batch} and {steps})")
-    if outdir.exists() and not outdir.is_dir():
-        raise BenchError(f"--outdir {outdir} is a file; give a folder (it is created if missing)")
+    if steps > MAX_SAMPLER_STEPS:
+        raise BenchError(f"--steps {steps} is more than {MAX_SAMPLER_STEPS:,} (a suite's sample.steps bound); "
+                         "the default is 18")
+    outdir = check_output_dir(outdir, "--outdir")  # (with ~ expanded)
     resolutions = [check_resolution(r) for r in resolutions]
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
