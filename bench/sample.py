@@ -22,13 +22,19 @@ always holds the same seeds, whatever the process count, so 1 process and N
 write the same bytes; a batch of which some images exist is made whole and only
 the missing ones are written. Rank 0 merges the .npz and prints the summary.
 
-All input problems (seeds, resolutions, steps, the checkpoint, the output folder)
-are found before anything is written: one BenchError line each.
+All input problems (seeds, resolutions, steps, the checkpoint, the output folder
+and every existing output a resume would keep: PNGs, .npz files, parts) are found
+before anything is sampled or written: one BenchError line each. A part in progress
+that is not what `_write` leaves is refused, not remade: parts are written
+atomically, so a damaged one was put there by something else, and the user decides.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -48,6 +54,7 @@ FORMATS = ("png", "npz")
 MAX_SEEDS = 10_000_000  # one command; a larger request is a typo (1-1000000000) more likely than a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (signed, as EDM's seeds are)
 PARTS = ".in-progress"  # not a run directory's .parts: this folder is bench sample's own
+REUSED = "remove it or choose another --outdir"  # the fix for an existing output that cannot be reused
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -102,16 +109,104 @@ def part_path(outdir: Path, resolution: int, seed: int) -> Path:
     return Path(outdir) / PARTS / str(resolution) / f"{seed:06d}.npy"
 
 
-def _npz_seeds(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(seeds, images) of an existing output .npz, or None when there is none."""
-    if not path.is_file():
+def _npz_seeds(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds, images) of an existing output .npz at `resolution`, or None when there is none;
+    BenchError unless it is what bench sample writes there (a resume keeps every image it holds)."""
+    if not os.path.lexists(path):
         return None
+    if not path.is_file():
+        raise BenchError(f"{path} is not a file but is where the {resolution} px .npz goes; {REUSED}")
     try:
-        with np.load(path) as z:
-            return z["seeds"].astype(np.int64), z["images"]
-    except (OSError, ValueError, KeyError) as exc:
+        data = np.load(path)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy, not an .npz")
+        with data as z:
+            seeds, images = z["seeds"], z["images"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise BenchError(f"{path} exists but is not an output of bench sample ({type(exc).__name__}); "
-                         "move it away or choose another --outdir") from None
+                         f"{REUSED}") from None
+    want = f"NHWC uint8 images of {resolution} x {resolution} x 3"
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (resolution, resolution, 3):
+        raise BenchError(f"{path} holds {images.dtype} images of shape {images.shape}, not the {want} that "
+                         f"bench sample writes at {resolution} px; {REUSED}")
+    if seeds.ndim != 1 or seeds.dtype.kind not in "iu" or len(seeds) != len(images):
+        raise BenchError(f"{path} holds seeds of dtype {seeds.dtype} and shape {seeds.shape} for "
+                         f"{len(images)} images, not one integer seed per image; {REUSED}")
+    if len(np.unique(seeds)) != len(seeds) or (len(seeds) and (seeds.min() < 0 or seeds.max() > MAX_SEED)):
+        raise BenchError(f"{path} holds repeated or out-of-range seeds (each must be one of 0..{MAX_SEED} once); "
+                         f"{REUSED}")
+    return seeds.astype(np.int64), images
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """BenchError when `path`, a folder the command writes into, is something else or cannot be written."""
+    if os.path.lexists(path) and not path.is_dir():
+        raise BenchError(f"{path} is a file but is where bench sample puts {what}; {REUSED}")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise BenchError(f"{path} ({what}) is not writable; make it writable or choose another --outdir")
+
+
+def _check_part(path: Path, resolution: int) -> None:
+    """BenchError unless `path` is an image in progress as `_write` leaves it: an .npy of one HxWx3
+    uint8 image. Parts are written atomically, so a bad one was put there by something else and is
+    refused, not silently overwritten."""
+    if not path.is_file():
+        raise BenchError(f"{path} is not a file but is where an image in progress goes; delete it and run the "
+                         "same command again")
+    try:
+        img = np.load(path, mmap_mode="r")  # reads the header; a short or pickled file raises
+        ok = isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == (resolution, resolution, 3)
+        del img
+    except (OSError, ValueError, EOFError):
+        ok = False
+    if not ok:
+        raise BenchError(f"{path} is not an image in progress of bench sample ({resolution} x {resolution} x 3 "
+                         "uint8 .npy); delete it and run the same command again")
+
+
+def _check_png(path: Path, resolution: int) -> None:
+    """BenchError unless `path` is a whole RGB PNG of resolution x resolution, as `_write` leaves one."""
+    try:
+        with Image.open(path) as img:
+            ok = img.format == "PNG" and img.size == (resolution, resolution) and img.mode == "RGB"
+            if ok:
+                img.verify()  # every chunk's checksum: a truncated or damaged file raises
+    except Exception:  # PIL raises many types for bad data
+        ok = False
+    if not ok:
+        raise BenchError(f"{path} is not a {resolution} x {resolution} RGB PNG of bench sample; {REUSED}")
+
+
+def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int],
+                  format: str) -> dict[int, Optional[tuple[np.ndarray, np.ndarray]]]:
+    """Check every existing output the command would reuse or write into, before anything is sampled:
+    the per-resolution folders and PNGs (png), or the .npz files and the parts in progress (npz).
+    Returns each resolution's existing .npz (seeds, images), or None (always None for png)."""
+    existing: dict[int, Optional[tuple[np.ndarray, np.ndarray]]] = {}
+    for r in resolutions:
+        if format == "png":
+            folder = outdir / str(r)
+            _check_folder(folder, f"the {r} px images")
+            names = {e.name for e in os.scandir(folder)} if folder.is_dir() else set()
+            for s in seeds:
+                path = png_path(outdir, r, s)
+                if path.name in names:
+                    if not path.is_file():
+                        raise BenchError(f"{path} is not a file but is where the image of seed {s} goes; {REUSED}")
+                    _check_png(path, r)
+            existing[r] = None
+            continue
+        _check_folder(outdir / PARTS, "the images in progress")
+        existing[r] = npz = _npz_seeds(npz_path(outdir, r), r)
+        folder = outdir / PARTS / str(r)
+        _check_folder(folder, f"the {r} px images in progress")
+        names = {e.name for e in os.scandir(folder)} if folder.is_dir() else set()
+        held = set(npz[0].tolist()) if npz is not None else set()
+        for s in seeds:
+            path = part_path(outdir, r, s)
+            if s not in held and path.name in names:
+                _check_part(path, r)
+    return existing
 
 
 # ---------------------------------------------------------------------- sampling
@@ -154,7 +249,7 @@ def sample_checkpoint(checkpoint: str | Path, resolutions: Sequence[int], seeds:
     problems = [f"--resolutions: {r} px: {p}" for r in resolutions for p in [model.resolution_problem(r)] if p]
     if problems:
         raise BenchError("\n".join(problems))
-    existing_npz = {r: _npz_seeds(npz_path(outdir, r)) for r in resolutions} if format == "npz" else {}
+    existing_npz = check_outputs(outdir, resolutions, seeds, format)
 
     started = not dist.enabled()
     rank, world = dist.init(dev)
