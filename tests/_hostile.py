@@ -367,3 +367,18 @@ def metrics_values(path: Path):
 
     df = pd.read_csv(path)
     return df.drop(columns=[c for c in TIMING if c in df.columns])
+
+
+def dfu_checkpoint(root: Path, name: str = "ck.safetensors") -> Path:
+    """A tiny untrained DFU (cpu-tiny, trained at 16 px by its metadata) saved as a run saves its
+    models, for `bench sample`: root/<name> and its .json."""
+    import torch
+
+    from bench import checkpoint
+    from models.adapters import ADAPTERS
+
+    torch.manual_seed(0)
+    tensors, meta = ADAPTERS["dfu"]("cpu-tiny").state()
+    path = Path(root) / name
+    checkpoint.save(path, tensors, {**meta, "train_resolutions": [16]})
+    return path

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
-from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged, faces,
-                      guarded, npz_bytes, tree)
+from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged,
+                      dfu_checkpoint, faces, guarded, npz_bytes, tree)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -408,6 +410,60 @@ IMPORT = [
                                              "--out", "/sys/dfu.safetensors"], ("--out", "writable")),
 ]
 
+
+def sample_(w: Workspace, *extra: str, outdir: Optional[str] = None, **files: Callable[[Path], object]) -> list[str]:
+    """`bench sample` of a tiny checkpoint at 16 px, seeds 0-1, 2 steps, into OUTDIR (the workspace's out/ unless
+    given), after `files` (a path under out/, "/" as "__" -> a function that makes it) are put there."""
+    out = w.root / "out"
+    for rel, make in files.items():
+        path = out / rel.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(path)
+    return ["sample", str(dfu_checkpoint(w.root)), "--resolutions", "16", "--seeds", "0-1", "--steps", "2",
+            "--device", "cpu", "--outdir", outdir or str(out), *extra]
+
+
+def existing_npz(images: np.ndarray, seeds) -> Callable[[Workspace], list[str]]:
+    """`bench sample --format npz` where out/16.npz already holds `images` and `seeds`."""
+    return lambda w: sample_(w, "--format", "npz",
+                             **{"16.npz": lambda p: p.write_bytes(npz_bytes(images=images, seeds=seeds))})
+
+
+def png_of(res: int) -> Callable[[Path], None]:
+    return lambda p: Image.fromarray(faces(1, res)[0]).save(p)
+
+
+REMOVE = "remove it or choose another --outdir"
+
+SAMPLE = [
+    case("sample-outdir-unwritable", lambda w: sample_(w, outdir="/sys/dfu-out"), ("--outdir", "writable")),
+    case("sample-outdir-in-proc", lambda w: sample_(w, outdir="/proc/x"), ("--outdir", "writable")),
+    case("sample-outdir-under-a-file", lambda w: sample_(w, outdir=file_(w) + "/sub"),
+         ("--outdir", "afile is a file")),
+    case("sample-steps-1e12", lambda w: sample_(w, "--steps", "1000000000000"),
+         ("--steps", "less than or equal to 10000")),
+    case("sample-steps-1e23", lambda w: sample_(w, "--steps", "99999999999999999999999"),
+         ("--steps", "less than or equal to 10000")),
+    case("sample-resolution-folder-is-a-file", lambda w: sample_(w, **{"16": lambda p: p.write_text("x")}),
+         ("16 is a file", REMOVE)),
+    case("sample-png-is-a-folder", lambda w: sample_(w, **{"16__000000.png": Path.mkdir}), ("000000.png", REMOVE)),
+    case("sample-png-other-resolution", lambda w: sample_(w, **{"16__000000.png": png_of(32)}),
+         ("000000.png", "16 x 16", REMOVE)),
+    case("sample-npz-other-resolution", existing_npz(np.zeros((2, 32, 32, 3), np.uint8), np.array([5, 6])),
+         ("16.npz", "(2, 32, 32, 3)", REMOVE)),
+    case("sample-npz-2d-seeds", existing_npz(np.zeros((1, 16, 16, 3), np.uint8), np.array([[0]])),
+         ("16.npz", "seeds", REMOVE)),
+    case("sample-npz-float-images", existing_npz(np.zeros((1, 16, 16, 3), np.float32), [9]),
+         ("16.npz", "uint8", REMOVE)),
+    case("sample-npz-more-images-than-seeds", existing_npz(np.zeros((2, 16, 16, 3), np.uint8), [9]),
+         ("16.npz", "one integer seed per image", REMOVE)),
+    case("sample-npz-is-a-folder", lambda w: sample_(w, "--format", "npz", **{"16.npz": Path.mkdir}),
+         ("16.npz", REMOVE)),
+    case("sample-garbage-part", lambda w: sample_(
+        w, "--format", "npz", **{".in-progress__16__000000.npy": lambda p: p.write_bytes(b"garbage")}),
+         ("000000.npy", "delete it")),
+]
+
 PREPARE = [
     case("prepare-missing-source", lambda w: prepare(w, source=str(w.root / "nope")), ("nope", "does not exist")),
     case("prepare-empty-source", lambda w: prepare(w, source=folder(w, "empty")), "no images"),
@@ -438,7 +494,7 @@ LIST_AND_USAGE = [
     case("usage-import-no-out", lambda w: ["import-checkpoint", "x.pt"], "Missing option '--out'"),
 ]
 
-ALL = RUN + FID + METRICS + REPORT + REGRESS + MODEL_CARD + IMPORT + PREPARE + LIST_AND_USAGE
+ALL = RUN + FID + METRICS + REPORT + REGRESS + MODEL_CARD + IMPORT + PREPARE + LIST_AND_USAGE + SAMPLE
 
 
 @pytest.mark.parametrize("build, says, limit", ALL)
