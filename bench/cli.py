@@ -457,12 +457,35 @@ def _crash_report(exc: BaseException) -> Path:
     return path
 
 
+def _torchrun_env_problem() -> Optional[str]:
+    """Why torchrun's process variables in the environment cannot be used (None: they can).
+
+    Every command reads them (which rank speaks, shards, devices), so a stray value is refused
+    before any command runs rather than failing deep inside one."""
+    for name, least in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        try:
+            ok = int(value) >= least
+        except ValueError:
+            ok = False
+        if not ok:
+            return (f"${name} is {value!r}, not a whole number of at least {least}; unset it "
+                    "(torchrun sets it for each process it starts)")
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """The `bench` entry point: every failure ends in one `error:` line.
 
     User errors (BenchError) and usage errors exit 2; an unexpected exception (a bug)
     exits 1 after saving its traceback to a file named in the line.
     """
+    problem = _torchrun_env_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     say = int(os.environ.get("RANK", 0)) == 0  # every rank finds the same problem: say it once
     try:
         rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any

@@ -451,6 +451,16 @@ def test_hostile_input_is_one_line_exit_2_and_writes_nothing(ws, run_cli, build,
     assert_unchanged(before, tree(ws.root))
 
 
+@pytest.mark.parametrize("name, value", [("RANK", "abc"), ("WORLD_SIZE", "0")])
+def test_stray_torchrun_variable_is_one_line(ws, run_cli, monkeypatch, name, value):
+    """A RANK or WORLD_SIZE that torchrun did not set is refused before any command runs. (Not a
+    row of ALL: the case sets the environment, which monkeypatch must restore.)"""
+    monkeypatch.setenv(name, value)
+    before = tree(ws.root)
+    assert_refused(run_cli("list"), (f"${name}", repr(value), "unset it"))
+    assert_unchanged(before, tree(ws.root))
+
+
 # ---------------------------------------------------------------------------------- not errors
 
 
