@@ -304,7 +304,7 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
     if memory_batch > 4096:
         raise BenchError(f"--memory-batch {memory_batch} is out of range; give at most 4096 images")
     cfg = _arch_from_arg(arch)
-    if mode:
+    if mode is not None:  # an empty --mode is a mistake too, not "no override"
         try:
             cfg = cfg.replace(mode=mode)
         except ValueError:

@@ -386,6 +386,8 @@ MODEL_CARD = [
          ("--memory-resolution", "1000000")),
     case("model-card-device-quantum", lambda w: ["model-card", "cpu-tiny", "--memory-resolution", "16",
                                                  "--device", "quantum"], ("--device", "quantum")),
+    case("model-card-mode-empty", lambda w: ["model-card", "cpu-tiny", "--mode", ""],
+         ("--mode ''", "spatial", "spectral", "dual")),
 ]
 
 IMPORT = [
