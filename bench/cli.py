@@ -26,7 +26,8 @@ import typer
 import yaml
 
 from bench import __version__
-from bench.config import load_suite
+from bench.config import (MAX_BATCH, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_PR_K, MAX_SEED,
+                          load_suite)
 from bench.errors import BenchError
 from bench.images import parse_resolutions
 from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
@@ -156,7 +157,7 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
 def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
         b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
-        batch_size: int = typer.Option(32, min=1),
+        batch_size: int = typer.Option(32, min=1, max=MAX_BATCH),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),
@@ -176,12 +177,14 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
             b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
             which: str = typer.Option("fid,kid", "--metrics", help="comma list of " + ", ".join(METRICS)),
             as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-            batch_size: int = typer.Option(32, min=1),
-            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8),
-            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1),
-            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed),
-            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, help="k of the k-NN manifolds for precision/recall "
-                                                                 "(a suite's metrics.pr_k)"),
+            batch_size: int = typer.Option(32, min=1, max=MAX_BATCH),
+            # the bounds of a suite's metrics.* settings of the same names (bench/config.py)
+            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8, max=MAX_PATCH_SIZE),
+            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1, max=MAX_PATCHES_PER_IMAGE),
+            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed, min=0, max=MAX_SEED),
+            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, max=MAX_PR_K, help="k of the k-NN manifolds for "
+                                                                                "precision/recall (a suite's "
+                                                                                "metrics.pr_k)"),
             device: str = typer.Option("auto"),
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
             trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),

@@ -275,6 +275,8 @@ FID = [
                                                    w.text("notnet.pt", "x")], ("--inception", "notnet.pt")),
     case("fid-inception-missing", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--inception",
                                              str(w.root / "missing.pt")], ("--inception", "missing.pt")),
+    case("fid-batch-size-past-int64", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--batch-size",
+                                                 "99999999999999999999999"], ("--batch-size", "less than or equal to")),
 ]
 
 
@@ -319,6 +321,22 @@ METRICS = [
              features=np.full((4, 2048), np.inf)),
     case("metrics-device-quantum", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--device", "quantum"],
          ("--device", "quantum")),
+    case("metrics-kid-seed-negative", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "kid",
+                                                 "--kid-subset-seed", "-1"],
+         ("--kid-subset-seed", "greater than or equal to 0")),
+    case("metrics-kid-seed-too-large", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "kid",
+                                                  "--kid-subset-seed", "99999999999"],
+         ("--kid-subset-seed", "less than or equal to 4294967295")),
+    case("metrics-absurd-patches-per-image", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics",
+                                                        "patch-fid", "--patch-size", "8", "--patches-per-image",
+                                                        "999999999999"],
+         ("--patches-per-image", "less than or equal to 10000")),
+    case("metrics-patches-per-image-past-int64", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics",
+                                                            "patch-kid", "--patch-size", "8", "--patches-per-image",
+                                                            "99999999999999999999999"],
+         ("--patches-per-image", "less than or equal to 10000")),
+    case("metrics-absurd-pr-k", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "fid,pr",
+                                           "--pr-k", "99999999999999999999999"], ("--pr-k", "less than or equal to")),
 ]
 
 REPORT = [
