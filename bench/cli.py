@@ -98,6 +98,12 @@ def _check_run_outputs(run_id: Optional[str], results: Path, report_dir: Path) -
         check_run_id(run_id)
     check_output_dir(results, "--results")
     check_output_dir(report_dir, "--report-dir")
+    _check_cache()
+
+
+def _check_cache() -> None:
+    """The project cache (Inception weights, features) is a folder that can be written: checked
+    before a command that fills it starts."""
     check_output_dir(cache_dir(), "the cache folder ($DFU_BENCH_CACHE)")
 
 
@@ -168,6 +174,7 @@ def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images'
 
     pick_device(device)
     _check_inception(inception, trust_inception)
+    _check_cache()
     result = compute_metrics(a, b, ["fid"], device=device, batch_size=batch_size, inception=inception, mode=mode)
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
@@ -195,6 +202,7 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
 
     pick_device(device)
     _check_inception(inception, trust_inception)
+    _check_cache()
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
@@ -516,8 +524,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if say:
             try:
                 where = f"full traceback in {_crash_report(exc)}"
-            except OSError:
-                where = "the traceback could not be saved"
+            except Exception as saving:  # the cache itself is unusable: still one line
+                why = (saving.strerror if isinstance(saving, OSError) else None) or type(saving).__name__
+                where = (f"the traceback could not be saved in {cache_dir() / 'logs'}: {why}; "
+                         "set $DFU_BENCH_CACHE to a folder you can write to")
             first = str(exc).splitlines()[0] if str(exc) else ""
             print(f"error: unexpected {type(exc).__name__}: {first[:200]} ({where}); please report it",
                   file=sys.stderr)

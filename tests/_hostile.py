@@ -367,3 +367,10 @@ def metrics_values(path: Path):
 
     df = pd.read_csv(path)
     return df.drop(columns=[c for c in TIMING if c in df.columns])
+
+
+def with_cache(path: Union[str, Path], args: list[str]) -> list[str]:
+    """`args`, to be run with $DFU_BENCH_CACHE set to `path` (the test's monkeypatch set it for the
+    workspace, so it restores it after the case)."""
+    os.environ["DFU_BENCH_CACHE"] = str(path)
+    return args

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged, faces,
-                      guarded, npz_bytes, tree)
+                      guarded, npz_bytes, tree, with_cache)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -277,6 +277,12 @@ FID = [
                                              str(w.root / "missing.pt")], ("--inception", "missing.pt")),
     case("fid-batch-size-past-int64", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--batch-size",
                                                  "99999999999999999999999"], ("--batch-size", "less than or equal to")),
+    case("fid-cache-unwritable", lambda w: with_cache("/sys/dfu-bench-cache", ["fid", images_dir(w), images_dir(w, "b"),
+                                                                              "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "/sys/dfu-bench-cache", "not writable")),
+    case("fid-cache-is-a-file", lambda w: with_cache(file_(w), ["fid", images_dir(w), images_dir(w, "b"),
+                                                               "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "afile", "is a file")),
 ]
 
 
@@ -337,6 +343,12 @@ METRICS = [
          ("--patches-per-image", "less than or equal to 10000")),
     case("metrics-absurd-pr-k", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "fid,pr",
                                            "--pr-k", "99999999999999999999999"], ("--pr-k", "less than or equal to")),
+    case("metrics-cache-unwritable", lambda w: with_cache("/sys/dfu-bench-cache", ["metrics", images_dir(w),
+                                                                                  images_dir(w, "b"), "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "/sys/dfu-bench-cache", "not writable")),
+    case("metrics-cache-is-a-file", lambda w: with_cache(file_(w), ["metrics", images_dir(w), images_dir(w, "b"),
+                                                                   "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "afile", "is a file")),
 ]
 
 REPORT = [
