@@ -438,6 +438,11 @@ IMPORT = [
          ("--out", "outdir")),
     case("import-out-unwritable", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
                                              "--out", "/sys/dfu.safetensors"], ("--out", "writable")),
+    case("import-out-is-its-own-metadata", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
+                                                      "--out", str(w.root / "meta.json")],
+         ("--out", "meta.json", ".safetensors")),
+    case("import-state-is-a-directory", lambda w: ["import-checkpoint", folder(w, "statedir"), "--arch", "cpu-tiny",
+                                                   "--out", str(w.root / "o.safetensors")], ("statedir", "is a folder")),
 ]
 
 PREPARE = [
