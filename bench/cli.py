@@ -369,6 +369,10 @@ def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snaps
             raise BenchError(f"{state}: a state dict does not record its architecture; pass --arch "
                              f"(only .pkl snapshots carry one)")
         net, meta = _import_state_dict(state, cfg), {}
+    bad = checkpoint.nonfinite(net.state_dict())
+    if bad is not None:
+        raise BenchError(f"{state}: tensor {bad} holds NaN or infinite values (a diverged or damaged network); "
+                         "import a snapshot from before it diverged")
     checkpoint.save(out, net.state_dict(), {"arch_config": cfg.to_dict(), "source": str(state), **meta})
     typer.echo(str(out))
 

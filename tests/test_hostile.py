@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged, faces,
-                      guarded, npz_bytes, tree, with_cache)
+                      guarded, nonfinite_state_dict_file, npz_bytes, tree, with_cache)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -443,6 +443,12 @@ IMPORT = [
          ("--out", "meta.json", ".safetensors")),
     case("import-state-is-a-directory", lambda w: ["import-checkpoint", folder(w, "statedir"), "--arch", "cpu-tiny",
                                                    "--out", str(w.root / "o.safetensors")], ("statedir", "is a folder")),
+    case("import-nan-weights", lambda w: ["import-checkpoint", nonfinite_state_dict_file(w), "--arch", "cpu-tiny",
+                                          "--out", str(w.root / "o.safetensors")],
+         ("nonfinite.pt", "NaN or infinite")),
+    case("import-one-inf-weight", lambda w: ["import-checkpoint", nonfinite_state_dict_file(
+        w, float("inf"), only="model.map_layer0.weight"), "--arch", "cpu-tiny", "--out", str(w.root / "o.safetensors")],
+         ("nonfinite.pt", "model.map_layer0.weight", "NaN or infinite")),
 ]
 
 PREPARE = [
