@@ -283,6 +283,8 @@ FID = [
     case("fid-cache-is-a-file", lambda w: with_cache(file_(w), ["fid", images_dir(w), images_dir(w, "b"),
                                                                "--device", "cpu"]),
          ("$DFU_BENCH_CACHE", "afile", "is a file")),
+    case("fid-empty-folder-named-npz", lambda w: ["fid", folder(w, "dir.npz"), images_dir(w)],
+         ("dir.npz", "no images")),
 ]
 
 
