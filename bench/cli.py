@@ -355,7 +355,7 @@ def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snaps
     check_output_dir(out, "--out", file=True)
     if out.suffix != ".safetensors":  # as every checkpoint is named: NAME.safetensors, its NAME.json beside it
         raise BenchError(f"--out {out} does not end in .safetensors; name the checkpoint NAME.safetensors "
-                         f"(its metadata goes beside it as NAME.json)")
+                         "(its metadata goes beside it as NAME.json)")
     if state.is_dir():
         raise BenchError(f"{state} is a folder, not a file; give a network-snapshot-*.pkl or the file saved from "
                          "the authors' net.state_dict()")
