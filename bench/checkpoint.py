@@ -6,6 +6,7 @@ checkpoint whose JSON exists is complete. Nothing is ever unpickled.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +18,18 @@ from bench.io import atomic_path, read_json_object, write_json
 
 def meta_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> Optional[str]:
+    """The name of the first floating-point tensor that holds NaN or infinity (None: all finite).
+
+    A network with such a weight samples NaN, which images save as black. One sum per tensor:
+    a finite sum means finite elements; only a sum that is not finite (which finite values
+    can also give, by overflow) is checked element by element."""
+    for name, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
+            return name
+    return None
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:

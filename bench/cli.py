@@ -26,7 +26,8 @@ import typer
 import yaml
 
 from bench import __version__
-from bench.config import MAX_SAMPLER_STEPS, load_suite
+from bench.config import (MAX_BATCH, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_PR_K, MAX_SAMPLER_STEPS,
+                          MAX_SEED, load_suite)
 from bench.errors import BenchError
 from bench.images import parse_resolutions
 from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
@@ -97,6 +98,12 @@ def _check_run_outputs(run_id: Optional[str], results: Path, report_dir: Path) -
         check_run_id(run_id)
     check_output_dir(results, "--results")
     check_output_dir(report_dir, "--report-dir")
+    _check_cache()
+
+
+def _check_cache() -> None:
+    """The project cache (Inception weights, features) is a folder that can be written: checked
+    before a command that fills it starts."""
     check_output_dir(cache_dir(), "the cache folder ($DFU_BENCH_CACHE)")
 
 
@@ -156,7 +163,7 @@ def data_prepare(name: str = typer.Argument(..., help="dataset name, e.g. ffhq; 
 def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images' NHWC uint8 or 'features' Nx2048)"),
         b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON object (fid, n_a, n_b, mode)"),
-        batch_size: int = typer.Option(32, min=1),
+        batch_size: int = typer.Option(32, min=1, max=MAX_BATCH),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
         inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
         trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),
@@ -167,6 +174,7 @@ def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images'
 
     pick_device(device)
     _check_inception(inception, trust_inception)
+    _check_cache()
     result = compute_metrics(a, b, ["fid"], device=device, batch_size=batch_size, inception=inception, mode=mode)
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
@@ -176,12 +184,14 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
             b: Path = typer.Argument(..., help="folder, .zip, or .npz"),
             which: str = typer.Option("fid,kid", "--metrics", help="comma list of " + ", ".join(METRICS)),
             as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-            batch_size: int = typer.Option(32, min=1),
-            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8),
-            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1),
-            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed),
-            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, help="k of the k-NN manifolds for precision/recall "
-                                                                 "(a suite's metrics.pr_k)"),
+            batch_size: int = typer.Option(32, min=1, max=MAX_BATCH),
+            # the bounds of a suite's metrics.* settings of the same names (bench/config.py)
+            patch_size: int = typer.Option(_DEFAULTS.patch_size, min=8, max=MAX_PATCH_SIZE),
+            patches_per_image: int = typer.Option(_DEFAULTS.patches_per_image, min=1, max=MAX_PATCHES_PER_IMAGE),
+            kid_subset_seed: int = typer.Option(_DEFAULTS.kid_subset_seed, min=0, max=MAX_SEED),
+            pr_k: int = typer.Option(_DEFAULTS.pr_k, min=1, max=MAX_PR_K, help="k of the k-NN manifolds for "
+                                                                                "precision/recall (a suite's "
+                                                                                "metrics.pr_k)"),
             device: str = typer.Option("auto"),
             inception: Optional[str] = typer.Option(None, help="path to inception-2015-12-05.pt"),
             trust_inception: bool = typer.Option(False, "--trust-inception", help=TRUST_HELP),
@@ -192,6 +202,7 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
 
     pick_device(device)
     _check_inception(inception, trust_inception)
+    _check_cache()
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
@@ -305,7 +316,7 @@ def model_card_cmd(arch: str = typer.Argument(..., help="named architecture (ben
     if memory_batch > 4096:
         raise BenchError(f"--memory-batch {memory_batch} is out of range; give at most 4096 images")
     cfg = _arch_from_arg(arch)
-    if mode:
+    if mode is not None:  # an empty --mode is a mistake too, not "no override"
         try:
             cfg = cfg.replace(mode=mode)
         except ValueError:
@@ -343,6 +354,12 @@ def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snaps
 
     cfg = _arch_from_arg(arch) if arch is not None else None
     check_output_dir(out, "--out", file=True)
+    if out.suffix != ".safetensors":  # as every checkpoint is named: NAME.safetensors, its NAME.json beside it
+        raise BenchError(f"--out {out} does not end in .safetensors; name the checkpoint NAME.safetensors "
+                         "(its metadata goes beside it as NAME.json)")
+    if state.is_dir():
+        raise BenchError(f"{state} is a folder, not a file; give a network-snapshot-*.pkl or the file saved from "
+                         "the authors' net.state_dict()")
     if not state.is_file():
         raise BenchError(f"{state} does not exist; give a network-snapshot-*.pkl or the file saved from the "
                          "authors' net.state_dict()")
@@ -353,6 +370,10 @@ def import_checkpoint(state: Path = typer.Argument(..., help="EDM training snaps
             raise BenchError(f"{state}: a state dict does not record its architecture; pass --arch "
                              f"(only .pkl snapshots carry one)")
         net, meta = _import_state_dict(state, cfg), {}
+    bad = checkpoint.nonfinite(net.state_dict())
+    if bad is not None:
+        raise BenchError(f"{state}: tensor {bad} holds NaN or infinite values (a diverged or damaged network); "
+                         "import a snapshot from before it diverged")
     checkpoint.save(out, net.state_dict(), {"arch_config": cfg.to_dict(), "source": str(state), **meta})
     typer.echo(str(out))
 
@@ -458,12 +479,35 @@ def _crash_report(exc: BaseException) -> Path:
     return path
 
 
+def _torchrun_env_problem() -> Optional[str]:
+    """Why torchrun's process variables in the environment cannot be used (None: they can).
+
+    Every command reads them (which rank speaks, shards, devices), so a stray value is refused
+    before any command runs rather than failing deep inside one."""
+    for name, least in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        try:
+            ok = int(value) >= least
+        except ValueError:
+            ok = False
+        if not ok:
+            return (f"${name} is {value!r}, not a whole number of at least {least}; unset it "
+                    "(torchrun sets it for each process it starts)")
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """The `bench` entry point: every failure ends in one `error:` line.
 
     User errors (BenchError) and usage errors exit 2; an unexpected exception (a bug)
     exits 1 after saving its traceback to a file named in the line.
     """
+    problem = _torchrun_env_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     say = int(os.environ.get("RANK", 0)) == 0  # every rank finds the same problem: say it once
     try:
         rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any
@@ -491,8 +535,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if say:
             try:
                 where = f"full traceback in {_crash_report(exc)}"
-            except OSError:
-                where = "the traceback could not be saved"
+            except Exception as saving:  # the cache itself is unusable: still one line
+                why = (saving.strerror if isinstance(saving, OSError) else None) or type(saving).__name__
+                where = (f"the traceback could not be saved in {cache_dir() / 'logs'}: {why}; "
+                         "set $DFU_BENCH_CACHE to a folder you can write to")
             first = str(exc).splitlines()[0] if str(exc) else ""
             print(f"error: unexpected {type(exc).__name__}: {first[:200]} ({where}); please report it",
                   file=sys.stderr)

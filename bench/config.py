@@ -33,6 +33,9 @@ MAX_STEPS = 100_000_000  # optimizer steps
 MAX_KIMG = 10_000_000.0  # thousands of images
 MAX_BATCH = 65_536  # images per batch
 MAX_SAMPLER_STEPS = 10_000  # ODE steps per sample
+MAX_PATCH_SIZE = 512  # metrics.patch_size (px), and `bench metrics --patch-size`
+MAX_PATCHES_PER_IMAGE = 10_000  # metrics.patches_per_image, and `bench metrics --patches-per-image`
+MAX_PR_K = 10_000  # metrics.pr_k, and `bench metrics --pr-k`
 # a run id, suite name or model name becomes one path component: letters, digits, '_', '.', '-'
 # (model names also '+'), not starting with '.' or '-', at most 128 characters
 NAME_LENGTH = 128
@@ -299,10 +302,10 @@ class MetricsConfig(Strict):
     batch_size: int = Field(32, gt=0, le=MAX_BATCH)
     inception_path: Optional[str] = None
     kid_subset_seed: int = Field(_DEFAULTS.kid_subset_seed, ge=0, le=MAX_SEED)
-    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, le=512, description="patch-fid/patch-kid crop size (px, native "
-                                                                     "resolution)")
-    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1, le=10_000)
-    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, le=10_000, description="k of the k-NN manifolds for precision/recall")
+    patch_size: int = Field(_DEFAULTS.patch_size, ge=8, le=MAX_PATCH_SIZE,
+                            description="patch-fid/patch-kid crop size (px, native resolution)")
+    patches_per_image: int = Field(_DEFAULTS.patches_per_image, ge=1, le=MAX_PATCHES_PER_IMAGE)
+    pr_k: int = Field(_DEFAULTS.pr_k, ge=1, le=MAX_PR_K, description="k of the k-NN manifolds for precision/recall")
 
     # Unions report one error per member; these say what is wrong in one line instead.
     @field_validator("fid_mode", mode="before")

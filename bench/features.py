@@ -298,9 +298,11 @@ class FeatureCache:
 
 
 def load_set(path: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(images, features) of a folder/zip (images) or .npz ('images' and/or 'features')."""
+    """(images, features) of a folder/zip (images) or .npz ('images' and/or 'features').
+
+    A folder is a folder of images whatever its name (x.npz/ too)."""
     path = Path(path)
-    if path.suffix.lower() == ".npz":
+    if path.suffix.lower() == ".npz" and not path.is_dir():
         if not path.is_file():
             raise BenchError(f"{path} does not exist; give a folder, .zip or .npz")
         try:

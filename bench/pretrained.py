@@ -5,8 +5,9 @@ it (the metadata: `arch_config`, and for a model trained by a run its adapter an
 `train_resolutions`). `bench import-checkpoint` writes them, and so does every run
 for each model it trains. `bench sample`, a suite's `checkpoint:` model and the
 Python API all load one through `load_model`; every problem (a missing file, a
-file that is not a readable checkpoint, a network that does not fit what its
-metadata or the suite says) is one BenchError line that names the file and the fix.
+file that is not a readable checkpoint, weights that are NaN or infinite, a network
+that does not fit what its metadata or the suite says) is one BenchError line that
+names the file and the fix.
 
 Nothing is unpickled: the tensors are safetensors, the metadata JSON.
 """
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bench.checkpoint import meta_path
+from bench.checkpoint import meta_path, nonfinite
 from bench.errors import BenchError
 from bench.io import read_json_object
 from models.adapters import ADAPTERS, EDMAdapter
@@ -53,6 +54,10 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BenchError(f"checkpoint {path} is not a readable safetensors file ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:80] if str(exc) else ''}); restore it or convert the "
                          "network again") from None
+    bad = nonfinite(tensors)
+    if bad is not None:  # it would sample NaN: black images
+        raise BenchError(f"checkpoint {path}: tensor {bad} holds NaN or infinite values (a diverged or damaged "
+                         "network); give a checkpoint from before it diverged")
     return tensors, meta
 
 

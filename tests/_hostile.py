@@ -382,3 +382,30 @@ def dfu_checkpoint(root: Path, name: str = "ck.safetensors") -> Path:
     path = Path(root) / name
     checkpoint.save(path, tensors, {**meta, "train_resolutions": [16]})
     return path
+
+
+def with_cache(path: Union[str, Path], args: list[str]) -> list[str]:
+    """`args`, to be run with $DFU_BENCH_CACHE set to `path` (the test's monkeypatch set it for the
+    workspace, so it restores it after the case)."""
+    os.environ["DFU_BENCH_CACHE"] = str(path)
+    return args
+
+
+def nonfinite_state_dict_file(w: Workspace, value: float = float("nan"), only: Optional[str] = None,
+                              name: str = "nonfinite.pt") -> str:
+    """A state dict of the authors' EDMPrecond for cpu-tiny (as test_hostile's state_dict_file) with
+    every floating-point tensor -- or only the first element of tensor `only` -- set to `value`."""
+    import torch
+
+    from models.edm import EDMPrecond
+    from models.networks import DualUNet, get_arch
+
+    sd = EDMPrecond(DualUNet(get_arch("cpu-tiny"))).state_dict()
+    for key, t in sd.items():
+        if t.is_floating_point() and only is None:
+            t.fill_(value)
+        elif key == only:
+            t.view(-1)[0] = value
+    path = w.root / name
+    torch.save(sd, path)
+    return str(path)

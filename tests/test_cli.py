@@ -148,6 +148,28 @@ def test_unexpected_exception_is_one_line_with_the_saved_traceback(run_cli, monk
     assert "Traceback" in saved and "boom" in saved
 
 
+@pytest.mark.parametrize("cache", ["a-file", "/sys/dfu-bench-cache"])
+def test_unexpected_exception_with_an_unusable_cache_is_still_one_line(run_cli, monkeypatch, tmp_path, cache):
+    """The crash file goes to the cache: when that cannot be written, the one line says where it
+    tried, why it failed and what to set."""
+    import bench.cli
+
+    if cache == "a-file":
+        cache = tmp_path / "a-file"
+        cache.write_text("not a folder\n")
+    monkeypatch.setenv("DFU_BENCH_CACHE", str(cache))
+
+    def boom(*a, **k):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(bench.cli, "_arch_from_arg", boom)
+    code, out, err = run_cli("model-card", "cpu-tiny")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err, err
+    assert err.startswith("error: unexpected RuntimeError: something broke (the traceback could not be saved in "
+                          f"{cache}/logs: ")
+    assert "set $DFU_BENCH_CACHE to a folder you can write to" in err
+
+
 def test_every_resolutions_option_is_read_by_one_parser(run_cli):
     """bench.images.parse_resolutions reads --resolutions for data prepare (sorted, repeats merged),
     sample and model-card (order kept, a repeat refused)."""

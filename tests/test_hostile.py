@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from _hostile import (BUILD_UMASK, DATA_ONLY, FINISHED_ID, TINY, Workspace, assert_refused, assert_unchanged,
-                      dfu_checkpoint, faces, guarded, npz_bytes, tree)
+                      dfu_checkpoint, faces, guarded, nonfinite_state_dict_file, npz_bytes, tree, with_cache)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -277,6 +277,16 @@ FID = [
                                                    w.text("notnet.pt", "x")], ("--inception", "notnet.pt")),
     case("fid-inception-missing", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--inception",
                                              str(w.root / "missing.pt")], ("--inception", "missing.pt")),
+    case("fid-batch-size-past-int64", lambda w: ["fid", images_dir(w), images_dir(w, "b"), "--batch-size",
+                                                 "99999999999999999999999"], ("--batch-size", "less than or equal to")),
+    case("fid-cache-unwritable", lambda w: with_cache("/sys/dfu-bench-cache", ["fid", images_dir(w), images_dir(w, "b"),
+                                                                              "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "/sys/dfu-bench-cache", "not writable")),
+    case("fid-cache-is-a-file", lambda w: with_cache(file_(w), ["fid", images_dir(w), images_dir(w, "b"),
+                                                               "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "afile", "is a file")),
+    case("fid-empty-folder-named-npz", lambda w: ["fid", folder(w, "dir.npz"), images_dir(w)],
+         ("dir.npz", "no images")),
 ]
 
 
@@ -321,6 +331,28 @@ METRICS = [
              features=np.full((4, 2048), np.inf)),
     case("metrics-device-quantum", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--device", "quantum"],
          ("--device", "quantum")),
+    case("metrics-kid-seed-negative", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "kid",
+                                                 "--kid-subset-seed", "-1"],
+         ("--kid-subset-seed", "greater than or equal to 0")),
+    case("metrics-kid-seed-too-large", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "kid",
+                                                  "--kid-subset-seed", "99999999999"],
+         ("--kid-subset-seed", "less than or equal to 4294967295")),
+    case("metrics-absurd-patches-per-image", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics",
+                                                        "patch-fid", "--patch-size", "8", "--patches-per-image",
+                                                        "999999999999"],
+         ("--patches-per-image", "less than or equal to 10000")),
+    case("metrics-patches-per-image-past-int64", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics",
+                                                            "patch-kid", "--patch-size", "8", "--patches-per-image",
+                                                            "99999999999999999999999"],
+         ("--patches-per-image", "less than or equal to 10000")),
+    case("metrics-absurd-pr-k", lambda w: ["metrics", images_dir(w), images_dir(w, "b"), "--metrics", "fid,pr",
+                                           "--pr-k", "99999999999999999999999"], ("--pr-k", "less than or equal to")),
+    case("metrics-cache-unwritable", lambda w: with_cache("/sys/dfu-bench-cache", ["metrics", images_dir(w),
+                                                                                  images_dir(w, "b"), "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "/sys/dfu-bench-cache", "not writable")),
+    case("metrics-cache-is-a-file", lambda w: with_cache(file_(w), ["metrics", images_dir(w), images_dir(w, "b"),
+                                                                   "--device", "cpu"]),
+         ("$DFU_BENCH_CACHE", "afile", "is a file")),
 ]
 
 REPORT = [
@@ -388,6 +420,8 @@ MODEL_CARD = [
          ("--memory-resolution", "1000000")),
     case("model-card-device-quantum", lambda w: ["model-card", "cpu-tiny", "--memory-resolution", "16",
                                                  "--device", "quantum"], ("--device", "quantum")),
+    case("model-card-mode-empty", lambda w: ["model-card", "cpu-tiny", "--mode", ""],
+         ("--mode ''", "spatial", "spectral", "dual")),
 ]
 
 IMPORT = [
@@ -408,6 +442,17 @@ IMPORT = [
          ("--out", "outdir")),
     case("import-out-unwritable", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
                                              "--out", "/sys/dfu.safetensors"], ("--out", "writable")),
+    case("import-out-is-its-own-metadata", lambda w: ["import-checkpoint", state_dict_file(w), "--arch", "cpu-tiny",
+                                                      "--out", str(w.root / "meta.json")],
+         ("--out", "meta.json", ".safetensors")),
+    case("import-state-is-a-directory", lambda w: ["import-checkpoint", folder(w, "statedir"), "--arch", "cpu-tiny",
+                                                   "--out", str(w.root / "o.safetensors")], ("statedir", "is a folder")),
+    case("import-nan-weights", lambda w: ["import-checkpoint", nonfinite_state_dict_file(w), "--arch", "cpu-tiny",
+                                          "--out", str(w.root / "o.safetensors")],
+         ("nonfinite.pt", "NaN or infinite")),
+    case("import-one-inf-weight", lambda w: ["import-checkpoint", nonfinite_state_dict_file(
+        w, float("inf"), only="model.map_layer0.weight"), "--arch", "cpu-tiny", "--out", str(w.root / "o.safetensors")],
+         ("nonfinite.pt", "model.map_layer0.weight", "NaN or infinite")),
 ]
 
 
@@ -504,6 +549,16 @@ def test_hostile_input_is_one_line_exit_2_and_writes_nothing(ws, run_cli, build,
     with guarded(seconds=limit):
         result = run_cli(*args)
     assert_refused(result, says)
+    assert_unchanged(before, tree(ws.root))
+
+
+@pytest.mark.parametrize("name, value", [("RANK", "abc"), ("WORLD_SIZE", "0")])
+def test_stray_torchrun_variable_is_one_line(ws, run_cli, monkeypatch, name, value):
+    """A RANK or WORLD_SIZE that torchrun did not set is refused before any command runs. (Not a
+    row of ALL: the case sets the environment, which monkeypatch must restore.)"""
+    monkeypatch.setenv(name, value)
+    before = tree(ws.root)
+    assert_refused(run_cli("list"), (f"${name}", repr(value), "unset it"))
     assert_unchanged(before, tree(ws.root))
 
 

@@ -143,6 +143,21 @@ def test_bench_metrics_bad_input(run_cli, tmp_path, face_folders):
     assert code == 2 and "unknown metric" in err
 
 
+def test_a_folder_named_npz_is_read_as_an_image_folder(tmp_path):
+    """`bench fid`/`metrics` take a folder as a folder of images whatever its name: x.npz/ is not
+    "missing" because it is not a file."""
+    from PIL import Image
+
+    from bench.features import load_set
+
+    images = ToyFaces(size=10, seed=0).images(range(3), 16)
+    (tmp_path / "set.npz").mkdir()
+    for k, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / "set.npz" / f"{k:04d}.png")
+    got, feats = load_set(tmp_path / "set.npz")
+    assert feats is None and np.array_equal(got, images)
+
+
 def test_feature_cache_reuses_by_content(tmp_path):
     class Fake:
         identity = "fake"

@@ -133,6 +133,17 @@ def _mismatched_tensors(ckpt: Path, tmp: Path) -> str:
     return str(tmp / "other.safetensors")
 
 
+def _nonfinite(ckpt: Path, tmp: Path) -> str:
+    """A copy of the checkpoint with one element of one weight NaN (a diverged network)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(ckpt))
+    tensors["model.map_layer0.weight"].view(-1)[0] = float("nan")
+    save_file(tensors, str(tmp / "nan.safetensors"))
+    (tmp / "nan.json").write_bytes(ckpt.with_suffix(".json").read_bytes())
+    return str(tmp / "nan.safetensors")
+
+
 def _corrupt(ckpt: Path, tmp: Path) -> str:
     (tmp / "bad.safetensors").write_bytes(ckpt.read_bytes()[:200])
     (tmp / "bad.json").write_bytes(ckpt.with_suffix(".json").read_bytes())
@@ -148,6 +159,8 @@ REFUSALS = [
     ("missing", lambda c, t: {"checkpoint": str(t / "nope.safetensors")},
      ("models.1 (dfu-pretrained).checkpoint", "nope.safetensors", "does not exist")),
     ("corrupt", lambda c, t: {"checkpoint": _corrupt(c, t)}, ("bad.safetensors", "not a readable safetensors")),
+    ("nonfinite", lambda c, t: {"checkpoint": _nonfinite(c, t)},
+     ("nan.safetensors", "model.map_layer0.weight", "NaN or infinite")),
     ("no-metadata", lambda c, t: {"checkpoint": _no_json(c, t)}, ("lone.json",)),
     ("tensors-do-not-fit", lambda c, t: {"checkpoint": _mismatched_tensors(c, t)}, ("other.safetensors", "do not fit")),
     ("wrong-adapter", lambda c, t: {"adapter": "unet"}, ("dual-mode network", "adapter unet")),
@@ -172,6 +185,22 @@ def test_bad_checkpoints_fail_the_plan_before_anything_is_written(run_cli, impor
     for part in expect:
         assert part in lines[0], lines[0]
     assert not (tmp_path / "results").exists()
+
+
+def test_nonfinite_weights_are_refused_where_a_checkpoint_is_loaded(run_cli, imported, tmp_path):
+    """A checkpoint with a NaN weight would sample NaN, saved as black images: the API and
+    `bench sample` refuse it with one line naming the tensor and the file, writing nothing."""
+    from bench.errors import BenchError
+
+    path = _nonfinite(imported, tmp_path)
+    with pytest.raises(BenchError) as e:
+        api.load_model(path, device="cpu")
+    assert str(e.value) == (f"checkpoint {path}: tensor model.map_layer0.weight holds NaN or infinite values (a "
+                            "diverged or damaged network); give a checkpoint from before it diverged")
+    code, _, err = run_cli("sample", path, "--resolutions", "16", "--seeds", "0-1", "--outdir",
+                           str(tmp_path / "out"), "--device", "cpu")
+    assert code == 2 and err.strip() == f"error: {e.value}"
+    assert not (tmp_path / "out").exists()
 
 
 def test_trained_on_without_a_checkpoint_is_refused(run_cli, imported, tmp_path):

@@ -157,6 +157,17 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     assert "corrupt" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_nonfinite_names_the_first_float_tensor_with_nan_or_inf():
+    """bench.checkpoint.nonfinite, which import-checkpoint and every checkpoint loaded to sample
+    use: integer tensors are not checked, and finite values whose sum overflows are finite."""
+    finite = {"w": torch.ones(3), "step": torch.tensor([2**62]), "big": torch.full((4,), 6e4, dtype=torch.float16)}
+    assert checkpoint.nonfinite(finite) is None
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(5)
+        t[3] = bad
+        assert checkpoint.nonfinite({**finite, "x": t, "y": t.clone()}) == "x"
+
+
 def test_bilinear_upsamples_source():
     src = FACES.images(range(3), 16)
     m = BilinearAdapter(lambda n, r, s: src[:n], base_resolution=16)
