@@ -255,6 +255,22 @@ RUN = [
          "suite.yaml: name:"),
     case("run-model-named-dotdot", lambda w: w.run(edit=lambda d: d["models"][0].update(name=".."), base=DATA_ONLY),
          "models.0.name:"),
+    case("run-deeply-nested-yaml", lambda w: ["run", w.text("deep.yaml", "name: d\nfoo: " + "[" * 100_000
+                                                           + "]" * 100_000 + "\n"), "--results", str(w.results)],
+         ("deep.yaml", "nested")),
+    case("run-deeply-nested-known-key", lambda w: ["run", w.text("deep.yaml", yaml.safe_dump(DATA_ONLY).replace(
+        "description: ", "description: " + "[" * 100_000 + "]" * 100_000 + " #", 1)), "--results", str(w.results)],
+         ("deep.yaml", "nested")),
+    case("run-duplicate-top-level-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
+                                                                 + "seed: 5\n"), "--results", str(w.results)],
+         ("dup.yaml", "line", "'seed'", "twice")),
+    case("run-duplicate-nested-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
+                                                              .replace("  n: 8\n", "  n: 8\n  n: 6\n", 1)),
+                                                "--results", str(w.results)], ("dup.yaml", "line", "'n'", "twice")),
+    case("run-suite-is-a-directory", lambda w: ["run", folder(w, "adir"), "--results", str(w.results)],
+         ("adir", "is a directory")),
+    case("run-suite-dev-null", lambda w: ["run", "/dev/null", "--results", str(w.results)],
+         ("/dev/null", "not a regular file")),
 ]
 
 FID = [
