@@ -83,10 +83,12 @@ class DatasetConfig(Strict):
     root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
     source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
     # grf (bench/grf.py): P(k) = A (|k|^2 + kappa^2)^(-alpha), k in cycles per unit length
-    kappa: Optional[float] = Field(None, gt=0, description="grf: spectral knee, cycles per unit length (default 2)")
+    # bounds: bench/grf.py (MIN_KAPPA, MAX_KAPPA, MIN_STD, MAX_STD) says why
+    kappa: Optional[float] = Field(None, ge=1e-3, le=256, description="grf: spectral knee, cycles per unit length "
+                                                                       "(default 2)")
     alpha: Optional[float] = Field(None, gt=1, le=10, description="grf: spectral exponent (default 2); > 1 "
                                                                   "for a finite variance")
-    std: Optional[float] = Field(None, gt=0, le=1.5, description="grf: the field's standard deviation (default 1; "
+    std: Optional[float] = Field(None, ge=0.1, le=1.5, description="grf: the field's standard deviation (default 1; "
                                                                  "+-4.5 map to uint8 0 and 255)")
     channel_correlation: Optional[float] = Field(None, gt=-0.5, lt=1, description="grf: correlation of the three "
                                                                                   "channels (default 0)")

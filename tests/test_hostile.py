@@ -261,6 +261,15 @@ RUN = [
     case("run-deeply-nested-known-key", lambda w: ["run", w.text("deep.yaml", yaml.safe_dump(DATA_ONLY).replace(
         "description: ", "description: " + "[" * 100_000 + "]" * 100_000 + " #", 1)), "--results", str(w.results)],
          ("deep.yaml", "nested")),
+    case("run-grf-kappa-1e300", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "kappa": 1e300}),
+                                                base=DATA_ONLY), "dataset.kappa: Input should be less than or equal to"),
+    case("run-grf-kappa-1e20", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "kappa": 1e20}),
+                                               base=DATA_ONLY), "dataset.kappa: Input should be less than or equal to"),
+    case("run-grf-std-1e-300", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "std": 1e-300}),
+                                               base=DATA_ONLY), "dataset.std: Input should be greater than or equal to"),
+    case("run-grf-invisible-at-resolution", lambda w: w.run(edit=set_("dataset", {
+        "kind": "grf", "size": 64, "kappa": 256.0, "alpha": 10.0, "std": 0.1}), base=DATA_ONLY),
+         ("grf", "16 px", "kappa")),
     case("run-duplicate-top-level-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
                                                                  + "seed: 5\n"), "--results", str(w.results)],
          ("dup.yaml", "line", "'seed'", "twice")),
