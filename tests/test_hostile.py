@@ -160,6 +160,20 @@ def non_numeric_fid(run: Path) -> None:
     (run / "metrics.csv").write_text(text.replace("\ndfu,dfu,16,16,0,8,8,", "\ndfu,dfu,16,16,0,8,8,abc", 1))
 
 
+
+def prepared_with(w: Workspace, **manifest) -> dict:
+    """A dataset prepared from four faces in w.root/pdata whose manifest.json has `manifest` written over
+    it; returns the suite's `dataset:` section that reads it."""
+    import json
+
+    from bench.prepare import prepare as prepare_data
+
+    prepare_data("f", Path(images_dir(w, "psrc")), [16], w.root / "pdata", False, 4096, "lanczos")
+    path = w.root / "pdata" / "f" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
+    return {"kind": "prepared", "name": "f", "root": str(w.root / "pdata")}
+
+
 RUN = [
     # ---- the house rule holds today (controls) -------------------------------------------
     case("run-malformed-yaml", lambda w: ["run", w.text("bad.yaml", "name: x\nmodels: [\n  - a\n"),
@@ -270,6 +284,10 @@ RUN = [
     case("run-grf-invisible-at-resolution", lambda w: w.run(edit=set_("dataset", {
         "kind": "grf", "size": 64, "kappa": 256.0, "alpha": 10.0, "std": 0.1}), base=DATA_ONLY),
          ("grf", "16 px", "kappa")),
+    case("run-prepared-shard-size-zero", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, shard_size=0)), base=DATA_ONLY), ("manifest.json", "shard_size", "prepare it again")),
+    case("run-prepared-kept-count-text", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, kept_count="many")), base=DATA_ONLY), ("manifest.json", "kept_count", "prepare it again")),
     case("run-duplicate-top-level-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
                                                                  + "seed: 5\n"), "--results", str(w.results)],
          ("dup.yaml", "line", "'seed'", "twice")),
