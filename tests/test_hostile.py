@@ -10,6 +10,7 @@ tests/HOSTILE.md lists every row with what happens today.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +379,8 @@ REPORT = [
          ("--report-dir", "afile")),
     case("report-binary-suite-yaml", report_of_finished(binary_suite),
          ("suite.yaml", "UTF-8")),
+    case("report-samples-deleted", report_of_finished(lambda run: shutil.rmtree(run / "samples")),
+         ("samples/", "missing", "--run-id base")),
 ]
 
 REGRESS = [
