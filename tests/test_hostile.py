@@ -161,6 +161,8 @@ def non_numeric_fid(run: Path) -> None:
     (run / "metrics.csv").write_text(text.replace("\ndfu,dfu,16,16,0,8,8,", "\ndfu,dfu,16,16,0,8,8,abc", 1))
 
 
+DATA_BASELINE = {"quality": {"bilinear-data@16": {"fid": 1000.0, "kid": 1.0}}, "throughput": {"kernels": {}}}
+
 
 def prepared_with(w: Workspace, **manifest) -> dict:
     """A dataset prepared from four faces in w.root/pdata whose manifest.json has `manifest` written over
@@ -412,6 +414,27 @@ REGRESS = [
     case("regress-results-is-a-file", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                  w.suite(base=DATA_ONLY), "--results", file_(w), "--skip-throughput"],
          ("--results", "afile")),
+    case("regress-tolerance-not-a-number", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": {"fid_rel": "x"}}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances.fid_rel")),
+    case("regress-tolerances-a-list", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": [1, 2]}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances")),
+    case("regress-tolerance-negative", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": {"kid_abs": -0.1}}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances.kid_abs", "greater than or equal to 0")),
+    case("regress-update-baseline-unwritable", lambda w: [
+        "regress", "--baseline", "/sys/dfu-bench-baseline.json", "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "/sys/dfu-bench-baseline.json", "writable")),
+    case("regress-update-baseline-is-a-directory", lambda w: [
+        "regress", "--baseline", folder(w, "bdir"), "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "bdir", "is a folder")),
+    case("regress-update-baseline-under-a-file", lambda w: [
+        "regress", "--baseline", os.path.join(file_(w), "b.json"), "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "afile")),
 ]
 
 MODEL_CARD = [
