@@ -301,6 +301,7 @@ RUN = [
          ("adir", "is a directory")),
     case("run-suite-dev-null", lambda w: ["run", "/dev/null", "--results", str(w.results)],
          ("/dev/null", "not a regular file")),
+    case("run-nproc-100000", lambda w: w.run("--nproc", "100000", base=DATA_ONLY), ("--nproc", "1024")),
 ]
 
 FID = [
