@@ -57,6 +57,10 @@ RUN_TRUST_HELP = ("load the suite's metrics.inception_path even if its sha256 is
 MODE_HELP = "FID mode: " + " or ".join(f"{m.name} ({m.how})" for m in FID_MODES.values())
 _DEFAULTS = MetricOptions()
 
+# `bench run --nproc`: processes on this one node (torchrun --standalone), one per GPU or a share of
+# the cores each; far above any node's GPUs, far below a fork bomb
+MAX_NPROC = 1024
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare real image datasets for suites (kind: prepared).")
 app.add_typer(data_app, name="data")
 
@@ -70,8 +74,8 @@ def run(suite: Path = typer.Argument(..., help="suite YAML, e.g. suites/smoke.ya
         scale: str = typer.Option("full", help="full: the suite as written; tiny: cpu-tiny models, a few "
                                               "steps and 8 samples on the same resolution grid (a CPU dry run, "
                                               "suite name + '-tiny')"),
-        nproc: int = typer.Option(1, min=1, help="start N data-parallel processes with torchrun "
-                                                 "(one per GPU on CUDA; gloo processes on CPU)"),
+        nproc: int = typer.Option(1, min=1, max=MAX_NPROC, help="start N data-parallel processes with torchrun "
+                                                                "(one per GPU on CUDA; gloo processes on CPU)"),
         trust_inception: bool = typer.Option(False, "--trust-inception", help=RUN_TRUST_HELP)):
     """Train each model of SUITE, sample it on the resolution grid, score FID, write a report."""
     from bench.api import run_suite

@@ -43,6 +43,9 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
 # YAML aliases may expand a small file into an enormous structure (an "alias bomb")
 MAX_YAML_NODES = 100_000
+# a suite nests about six levels (models -> a model -> train -> micro_batch -> ...); thousands of
+# brackets exhaust Python's recursion in the YAML reader, and hundreds the writers of the resolved suite
+MAX_YAML_DEPTH = 64
 
 
 def name_problem(value: str, pattern: re.Pattern = SAFE_NAME) -> Optional[str]:
@@ -83,10 +86,12 @@ class DatasetConfig(Strict):
     root: Optional[str] = Field(None, description="prepared: folder holding NAME/ (default $DFU_BENCH_DATA or data/)")
     source: Optional[str] = Field(None, description="prepared: the original images, only to print the prepare command")
     # grf (bench/grf.py): P(k) = A (|k|^2 + kappa^2)^(-alpha), k in cycles per unit length
-    kappa: Optional[float] = Field(None, gt=0, description="grf: spectral knee, cycles per unit length (default 2)")
+    # bounds: bench/grf.py (MIN_KAPPA, MAX_KAPPA, MIN_STD, MAX_STD) says why
+    kappa: Optional[float] = Field(None, ge=1e-3, le=256, description="grf: spectral knee, cycles per unit length "
+                                                                       "(default 2)")
     alpha: Optional[float] = Field(None, gt=1, le=10, description="grf: spectral exponent (default 2); > 1 "
                                                                   "for a finite variance")
-    std: Optional[float] = Field(None, gt=0, le=1.5, description="grf: the field's standard deviation (default 1; "
+    std: Optional[float] = Field(None, ge=0.1, le=1.5, description="grf: the field's standard deviation (default 1; "
                                                                  "+-4.5 map to uint8 0 and 255)")
     channel_correlation: Optional[float] = Field(None, gt=-0.5, lt=1, description="grf: correlation of the three "
                                                                                   "channels (default 0)")
@@ -454,8 +459,37 @@ def parse_suite(data: object, source: str = "suite") -> SuiteConfig:
         raise BenchError(_format_errors(exc, source)) from None
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that gives one key twice (YAML says keys are unique; PyYAML keeps the last)."""
+
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"key {key!r} on line {line} is given twice (first on line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, at any level."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # `<<: *base` may be overridden key by key, as YAML's merge keys allow
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKey(key, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_suite(path: str | Path) -> SuiteConfig:
     path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"suite file {path} is a directory; give a suite's YAML file, e.g. suites/smoke.yaml")
+    if path.exists() and not path.is_file():
+        raise BenchError(f"suite file {path} is not a regular file; give a suite's YAML file, e.g. suites/smoke.yaml")
     if not path.is_file():
         raise BenchError(f"suite file {path} does not exist; see suites/ for examples")
     try:
@@ -466,23 +500,62 @@ def load_suite(path: str | Path) -> SuiteConfig:
     except OSError as exc:
         raise BenchError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); check the file") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _SuiteLoader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except RecursionError:
+        raise _too_deep(path) from None
+    except DuplicateKey as exc:
+        raise BenchError(f"{path}: line {exc.line}: key {exc.key!r} is given twice (first on line {exc.first}); "
+                         "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise BenchError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: expected a mapping at the top level (name, dataset, models, sample)")
-    cfg = parse_suite(data, str(path))  # first: an unknown key is the clearer message
+    try:
+        cfg = parse_suite(data, str(path))  # first: an unknown key is the clearer message
+    except RecursionError:
+        raise _too_deep(path) from None
     if _expanded_nodes(node) > MAX_YAML_NODES:
         raise BenchError(f"{path}: YAML aliases (*name) expand to more than {MAX_YAML_NODES:,} values (an alias "
                          "bomb?); write the values out instead of repeating aliases")
+    if _depth(node) > MAX_YAML_DEPTH:
+        raise _too_deep(path)
     return cfg
+
+
+def _too_deep(path: Path) -> BenchError:
+    return BenchError(f"{path}: YAML nested more than {MAX_YAML_DEPTH} levels deep (lists or mappings inside each "
+                      "other); a suite needs a few levels, remove the extra nesting")
+
+
+def _depth(root) -> int:
+    """How deeply the YAML graph nests once every alias is expanded (a recursive alias: once)."""
+    depths: dict[int, int] = {}
+
+    def depth(node) -> int:
+        key = id(node)
+        if key not in depths:
+            depths[key] = 1  # a recursive alias counts once, as it is built once
+            if isinstance(node, yaml.SequenceNode):
+                depths[key] += max((depth(n) for n in node.value), default=0)
+            elif isinstance(node, yaml.MappingNode):
+                depths[key] += max((max(depth(k), depth(v)) for k, v in node.value), default=0)
+        return depths[key]
+
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(max(limit, 10_000))
+        return depth(root)
+    except RecursionError:
+        return MAX_YAML_DEPTH + 1
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _expanded_nodes(root) -> int:

@@ -38,7 +38,8 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.grf import GRF
-from bench.images import IMAGE_EXTENSIONS, CachedImages, ImageFiles, check_index, check_resolution, verify_image
+from bench.images import (IMAGE_EXTENSIONS, MAX_RESOLUTION, MIN_RESOLUTION, CachedImages, ImageFiles, check_index,
+                          check_resolution, verify_image)
 from bench.io import data_root, read_json_object
 from bench.openmoji import OpenMoji
 from bench.toyfaces import ToyFaces
@@ -179,6 +180,47 @@ def entry_name(index: int) -> str:
     return f"{index:08d}.png"
 
 
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def manifest_problem(m: dict) -> str | None:
+    """What makes a manifest unreadable as `bench data prepare` writes it (None: nothing).
+
+    Every field the readers compute with: the image count and shard size (image i is in shard
+    i // shard_size), and per resolution the shard list those two imply, file by file."""
+    for key, least in (("kept_count", 1), ("source_count", 1), ("shard_size", 1), ("min_side", 1),
+                       ("max_side", 1)):
+        if not _count(m.get(key), least):
+            return f"{key} is {m.get(key)!r}, not an integer >= {least}"
+    if not isinstance(m.get("skipped"), list):
+        return f"skipped is {m.get('skipped')!r}, not a list"
+    for key in ("source", "created", "mode", "dfu_bench_version", "pillow_version"):
+        if not isinstance(m.get(key), str):
+            return f"{key} is {m.get(key)!r}, not text"
+    if m.get("filter", RESIZE_FILTER) not in RESIZE_FILTERS:
+        return f"filter is {m.get('filter')!r}, not one of {', '.join(RESIZE_FILTERS)}"
+    per_resolution = m.get("resolutions")
+    if not isinstance(per_resolution, dict) or not per_resolution:
+        return f"resolutions is {per_resolution!r}, not a mapping of resolutions to shards"
+    kept, size = m["kept_count"], m["shard_size"]
+    n_shards = -(-kept // size)
+    for key, entry in per_resolution.items():
+        if not (isinstance(key, str) and key.isdigit() and MIN_RESOLUTION <= int(key) <= MAX_RESOLUTION):
+            return f"resolutions has the key {key!r}, not a resolution in px"
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or len(shards) != n_shards:
+            return (f"resolutions.{key}.shards is not a list of {n_shards} shards ({kept} images, shard_size "
+                    f"{size})")
+        for k, shard in enumerate(shards):
+            first = k * size
+            want = {"file": shard_path(int(key), k), "first": first, "count": min(size, kept - first)}
+            if not isinstance(shard, dict) or any(shard.get(f) != v for f, v in want.items()) \
+                    or not _count(shard.get("bytes"), 0) or not isinstance(shard.get("sha256"), str):
+                return f"resolutions.{key}.shards.{k} is not {want} with bytes and sha256"
+    return None
+
+
 def shown_path(path: Path) -> str:
     """`path` relative to the working directory when it lies below it (shorter messages)."""
     try:
@@ -253,6 +295,10 @@ class PreparedDataset:
             if manifest.get("format") != PREPARED_FORMAT:
                 raise BenchError(f"{shown_path(path)} is not a {PREPARED_FORMAT} manifest; delete "
                                  f"{shown_path(self.dir)} and prepare it again")
+            problem = manifest_problem(manifest)
+            if problem:
+                raise BenchError(f"{shown_path(path)} is damaged: {problem}; delete {shown_path(self.dir)} "
+                                 "and prepare it again")
             self._manifest = manifest
         return self._manifest
 

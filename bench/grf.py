@@ -50,7 +50,8 @@ variance.  Measured over 1,000 images (default parameters, seed 0): 2 of 768,000
 values at 16 px (2.6e-6), 56 of 12.3 million at 64 px (4.6e-6), 117 of 27.6
 million at 96 px (4.2e-6); clipped pixels come in clusters (one blob above 4.5),
 so these counts are noisier than Poisson.  `std` is capped at 1.5 (at most
-2 Phi(-3) = 2.7e-3).  The metric below works on field values: it maps uint8 back
+2 Phi(-3) = 2.7e-3), and bounded below by 0.1 = 2.8 steps, at every resolution a suite reads (the
+field truncated to K_N, `GRF.validate`): the rounding noise is then at most 1% of the variance.  The metric below works on field values: it maps uint8 back
 with the inverse map and accounts for the quantisation noise (variance 1/12
 step^2, white), so the test tolerances hold for uint8 images as for floats.
 
@@ -116,6 +117,18 @@ UINT8_SCALE = 127.5 / UINT8_RANGE  # uint8 steps per field unit
 QUANT_VARIANCE = 1.0 / 12.0 / UINT8_SCALE ** 2  # rounding noise per pixel, field units^2
 
 MAX_STD = 1.5  # clipping probability <= 2 Phi(-3) = 2.7e-3 per value
+# The smallest standard deviation an image may have, in field units: 0.1 = 2.8 uint8 steps, so the
+# rounding noise (variance step^2/12) is at most 1% of the image's variance; below it images are
+# nearly constant (std 1e-300: every pixel 127 or 128, and FID 0 between any two models).
+MIN_STD = 0.1
+# kappa below the lowest frequency |k| = 1 changes P(k) by a factor (1 + kappa^2/|k|^2)^-alpha, under
+# 1e-5 at kappa 1e-3: smaller knees give the same field, and kappa^(-2 alpha) (the k = 0 term of
+# corr_length_continuum) stays finite.  Above 256 cycles, the Nyquist frequency of the largest
+# resolution a suite may use (512 px), the knee lies beyond every frequency an image can show: the
+# spectrum is flat (white noise) at every resolution and most of the variance is invisible (kappa
+# 1e20: constant images; 1e300: kappa^2 overflows and the amplitude divides by zero).
+MIN_KAPPA = 1e-3
+MAX_KAPPA = 256.0
 DEFAULT_FALSE_ALARM = 1e-3
 _CHANNELS = 3
 _E = math.exp(-1.0)
@@ -163,14 +176,16 @@ class GRFSpectrum:
         alpha = _number(self.alpha, "alpha", "2.0")
         std = _number(self.std, "std", "1.0")
         rho = _number(self.channel_correlation, "channel_correlation", "0.0")
-        if kappa <= 0:
-            raise BenchError(f"grf kappa must be > 0 (cycles per unit length), got {kappa}; set kappa to e.g. 2.0")
+        if not MIN_KAPPA <= kappa <= MAX_KAPPA:
+            raise BenchError(f"grf kappa must be in [{MIN_KAPPA:g}, {MAX_KAPPA:g}] (cycles per unit length; above, "
+                             f"the knee is beyond every frequency a 512 px image shows), got {kappa}; set kappa "
+                             "to e.g. 2.0")
         if not 1.0 < alpha <= 10.0:
             raise BenchError(f"grf alpha must be in (1, 10] (alpha <= 1 gives a field of infinite variance), "
                              f"got {alpha}; set alpha to e.g. 2.0")
-        if not 0.0 < std <= MAX_STD:
-            raise BenchError(f"grf std must be in (0, {MAX_STD}] (larger clips the uint8 images), got {std}; "
-                             "set std to e.g. 1.0")
+        if not MIN_STD <= std <= MAX_STD:
+            raise BenchError(f"grf std must be in [{MIN_STD}, {MAX_STD}] (smaller gives nearly constant uint8 "
+                             f"images, larger clips them), got {std}; set std to e.g. 1.0")
         if not -0.5 < rho < 1.0:
             raise BenchError(f"grf channel_correlation must be in (-0.5, 1) (a valid 3x3 correlation), got {rho}; "
                              "set channel_correlation to e.g. 0.0")
@@ -198,6 +213,10 @@ class GRFSpectrum:
     def effective_channels(self) -> float:
         """Independent channels worth of power estimates: Var of a 3-channel mean of |c|^2 is (1 + 2 rho^2)/3."""
         return _CHANNELS / (1.0 + 2.0 * self.channel_correlation ** 2)
+
+    def std_at(self, resolution: int) -> float:
+        """The standard deviation of the field at `resolution` px: of its frequencies K_N only, so at most std."""
+        return math.sqrt(float(expected_mode_power(self, check_resolution(resolution)).sum()))
 
     def corr_length_continuum(self) -> float:
         """Lag (units of the square) where the continuous field's correlation falls to 1/e.
@@ -340,6 +359,21 @@ class GRF:
 
     def __len__(self) -> int:
         return self.size
+
+    def validate(self, resolutions: Sequence[int] | None = None) -> dict:
+        """Raise BenchError unless the field shows at every resolution the suite reads: at N px the
+        image holds only the frequencies of K_N, and with a high knee (kappa) or a shallow spectrum
+        (alpha near 1) most of the variance lies above them, leaving nearly constant images."""
+        sp = self.spectrum
+        for n in sorted(set(resolutions or [])):
+            shown = sp.std_at(n)
+            if shown < MIN_STD:
+                raise BenchError(f"grf dataset at {n} px: the field's standard deviation there is {shown:.3g} "
+                                 f"(std {sp.std:g} of the whole field; kappa {sp.kappa:g}, alpha {sp.alpha:g} put "
+                                 f"the rest above the frequencies {n} px can show), under {MIN_STD}: the images "
+                                 "would be nearly constant; lower kappa, raise std or alpha, or use larger "
+                                 "resolutions")
+        return {"count": self.size, "resolutions": sorted(set(resolutions or []))}
 
     def fields(self, indices: Sequence[int], resolution: int) -> np.ndarray:
         """Field values (NxHxWx3 float64) before the uint8 map: what the metric is defined on."""

@@ -99,6 +99,21 @@ def verify_records(run: RunDir, skip: tuple[Path, ...] = ()) -> None:
             raise damaged(run, path, "is damaged: its sha256 is not the one recorded when the run wrote it")
 
 
+def _read_by_report(rel: str) -> bool:
+    """A recorded file that `bench report` reads: samples (the panels), references (Fig. 5) and model
+    cards (their table). Checkpoints it does not read, so they may be deleted to save space."""
+    return rel.startswith(("samples/", "references/")) or rel.endswith("/model_card.json")
+
+
+def verify_present(run: RunDir) -> None:
+    """Every recorded file the report reads is there: a missing one would leave a figure half drawn."""
+    for rel in records(run):
+        path = run.root / rel
+        if _read_by_report(rel) and not path.is_file():
+            raise BenchError(f"{path} is missing (the run recorded it in {run.checksums.name}); resume the run "
+                             f"with {_resume(run)}, which remakes it, then run bench report again")
+
+
 def _text(run: RunDir, path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
@@ -157,6 +172,7 @@ def check_report_inputs(run: RunDir) -> SuiteConfig:
     cfg = load_suite(run.suite_yaml)
     verify_metrics(run)
     verify_records(run)
+    verify_present(run)
     return cfg
 
 

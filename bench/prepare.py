@@ -44,7 +44,7 @@ from PIL import Image
 import bench
 from bench.datasets import (CROP_RULE, DEFAULT_SHARD_SIZE, MANIFEST_NAME, PREPARED_FORMAT, RESIZE_FILTER,
                             RESIZE_FILTERS, centre_square, check_dataset_name, check_filter, entry_name,
-                            resize_square, resolution_dir, shard_path, shown_path)
+                            manifest_problem, resize_square, resolution_dir, shard_path, shown_path)
 from bench.errors import BenchError
 from bench.images import ImageFiles, check_resolution, decode_rgb, verify_image
 from bench.io import atomic_path, data_root, rank_info, read_json_object, sha256_file, write_json
@@ -233,6 +233,10 @@ def prepare(name: str, source: str | Path, resolutions: Sequence[int], out: str 
     if manifest_file.is_file() and (manifest is None or manifest.get("format") != PREPARED_FORMAT):
         raise BenchError(f"{shown_path(manifest_file)} is not a {PREPARED_FORMAT} manifest; "
                          f"use another NAME or delete {shown_path(dest)}")
+    problem = manifest_problem(manifest) if manifest is not None else None
+    if problem:
+        raise BenchError(f"{shown_path(manifest_file)} is damaged: {problem}; delete {shown_path(dest)} and "
+                         "prepare it again")
     state = manifest
     if manifest is None and progress_file.is_file():
         state = _read_json(progress_file)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
 from bench import perf
@@ -99,10 +99,39 @@ def print_comparison(rows: list[dict]) -> None:
     console.print(table)
 
 
-def _number(value, optional: bool = False) -> bool:
-    if value is None:
-        return optional
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class _Numbers(BaseModel):
+    # strict: "50" is not the number 50 (a hand edit), finite: no inf or nan; keys the guard does
+    # not read (a kernel's seconds, the suite, the environment) may be there
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+
+
+class QualityEntry(_Numbers):
+    fid: float = Field(ge=0)
+    kid: Optional[float] = None  # an unbiased KID may be negative
+
+
+class KernelEntry(_Numbers):
+    ratio: float = Field(gt=0)  # a kernel's time / the calibration GEMM's
+
+
+class Throughput(_Numbers):
+    kernels: dict[str, KernelEntry]
+
+
+class Tolerances(_Numbers):
+    """The margins of compare(); a negative one would flag an unchanged number as a regression."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt tolerance would silently be the default
+    fid_rel: float = Field(FID_REL, ge=0)
+    kid_abs: float = Field(KID_ABS, ge=0)
+    kid_rel: float = Field(KID_REL, ge=0)
+    throughput_rel: float = Field(THROUGHPUT_REL, ge=0)
+
+
+class Baseline(_Numbers):
+    quality: dict[str, QualityEntry]
+    throughput: Throughput
+    tolerances: Tolerances = Tolerances()
 
 
 def load_baseline(path: Path) -> dict:
@@ -117,14 +146,16 @@ def load_baseline(path: Path) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BenchError(f"baseline {path} is not a dfu-bench baseline (quality, throughput); "
                          f"regenerate it with --update") from None
-    for key, entry in data["quality"].items():
-        if not isinstance(entry, dict) or not _number(entry.get("fid")) or not _number(entry.get("kid"), True):
-            raise BenchError(f"baseline {path}: quality.{key} needs a number fid (and kid a number or null), got "
-                             f"{entry!r}; regenerate it with --update")
-    for name, entry in data["throughput"]["kernels"].items():
-        if not isinstance(entry, dict) or not _number(entry.get("ratio")):
-            raise BenchError(f"baseline {path}: throughput.kernels.{name} needs a number ratio, got {entry!r}; "
-                             "regenerate it with --update")
+    try:
+        Baseline.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key; remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
+        got = repr(err["input"])
+        got = got if len(got) <= 80 else got[:77] + "..."
+        raise BenchError(f"baseline {path}: {loc}: {msg} (got {got}); fix it or regenerate the baseline with "
+                         "--update") from None
     return data
 
 
@@ -133,6 +164,8 @@ def regress(baseline: Path, suite: Path, results: Path, update: bool = False, sk
     if skip_quality and skip_throughput:
         what = f"--update would write a baseline {baseline} that compares" if update else "the run would compare"
         raise BenchError(f"{what} nothing (--skip-quality and --skip-throughput); drop one of them")
+    if update:  # the run may take minutes: find out now that its result can be written
+        check_output_dir(baseline, "--baseline", file=True)
     base = None if update else load_baseline(baseline)
     if base is not None:
         compared = (0 if skip_quality else len(base["quality"])) + (

@@ -229,8 +229,9 @@ def test_tolerances_are_calibrated():
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"kappa": 0}, "kappa must be > 0"), ({"alpha": 1.0}, "alpha must be in (1, 10]"),
-    ({"std": 2.0}, "std must be in (0, 1.5]"), ({"channel_correlation": 1.0}, "channel_correlation must be in"),
+    ({"kappa": 0}, "kappa must be in [0.001, 256]"), ({"kappa": 1e20}, "kappa must be in [0.001, 256]"),
+    ({"alpha": 1.0}, "alpha must be in (1, 10]"),
+    ({"std": 2.0}, "std must be in [0.1, 1.5]"), ({"std": 1e-300}, "std must be in [0.1, 1.5]"), ({"channel_correlation": 1.0}, "channel_correlation must be in"),
     ({"kappa": "x"}, "kappa must be a number"), ({"size": 0}, "size must be a positive integer"),
     ({"seed": -1}, "seed must be a non-negative integer")])
 def test_bad_parameters_are_one_line(kwargs, needle):

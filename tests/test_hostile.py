@@ -10,6 +10,7 @@ tests/HOSTILE.md lists every row with what happens today.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -162,6 +163,22 @@ def non_numeric_fid(run: Path) -> None:
     (run / "metrics.csv").write_text(text.replace("\ndfu,dfu,16,16,0,8,8,", "\ndfu,dfu,16,16,0,8,8,abc", 1))
 
 
+DATA_BASELINE = {"quality": {"bilinear-data@16": {"fid": 1000.0, "kid": 1.0}}, "throughput": {"kernels": {}}}
+
+
+def prepared_with(w: Workspace, **manifest) -> dict:
+    """A dataset prepared from four faces in w.root/pdata whose manifest.json has `manifest` written over
+    it; returns the suite's `dataset:` section that reads it."""
+    import json
+
+    from bench.prepare import prepare as prepare_data
+
+    prepare_data("f", Path(images_dir(w, "psrc")), [16], w.root / "pdata", False, 4096, "lanczos")
+    path = w.root / "pdata" / "f" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
+    return {"kind": "prepared", "name": "f", "root": str(w.root / "pdata")}
+
+
 RUN = [
     # ---- the house rule holds today (controls) -------------------------------------------
     case("run-malformed-yaml", lambda w: ["run", w.text("bad.yaml", "name: x\nmodels: [\n  - a\n"),
@@ -257,6 +274,36 @@ RUN = [
          "suite.yaml: name:"),
     case("run-model-named-dotdot", lambda w: w.run(edit=lambda d: d["models"][0].update(name=".."), base=DATA_ONLY),
          "models.0.name:"),
+    case("run-deeply-nested-yaml", lambda w: ["run", w.text("deep.yaml", "name: d\nfoo: " + "[" * 100_000
+                                                           + "]" * 100_000 + "\n"), "--results", str(w.results)],
+         ("deep.yaml", "nested")),
+    case("run-deeply-nested-known-key", lambda w: ["run", w.text("deep.yaml", yaml.safe_dump(DATA_ONLY).replace(
+        "description: ", "description: " + "[" * 100_000 + "]" * 100_000 + " #", 1)), "--results", str(w.results)],
+         ("deep.yaml", "nested")),
+    case("run-grf-kappa-1e300", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "kappa": 1e300}),
+                                                base=DATA_ONLY), "dataset.kappa: Input should be less than or equal to"),
+    case("run-grf-kappa-1e20", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "kappa": 1e20}),
+                                               base=DATA_ONLY), "dataset.kappa: Input should be less than or equal to"),
+    case("run-grf-std-1e-300", lambda w: w.run(edit=set_("dataset", {"kind": "grf", "size": 64, "std": 1e-300}),
+                                               base=DATA_ONLY), "dataset.std: Input should be greater than or equal to"),
+    case("run-grf-invisible-at-resolution", lambda w: w.run(edit=set_("dataset", {
+        "kind": "grf", "size": 64, "kappa": 256.0, "alpha": 10.0, "std": 0.1}), base=DATA_ONLY),
+         ("grf", "16 px", "kappa")),
+    case("run-prepared-shard-size-zero", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, shard_size=0)), base=DATA_ONLY), ("manifest.json", "shard_size", "prepare it again")),
+    case("run-prepared-kept-count-text", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, kept_count="many")), base=DATA_ONLY), ("manifest.json", "kept_count", "prepare it again")),
+    case("run-duplicate-top-level-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
+                                                                 + "seed: 5\n"), "--results", str(w.results)],
+         ("dup.yaml", "line", "'seed'", "twice")),
+    case("run-duplicate-nested-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
+                                                              .replace("  n: 8\n", "  n: 8\n  n: 6\n", 1)),
+                                                "--results", str(w.results)], ("dup.yaml", "line", "'n'", "twice")),
+    case("run-suite-is-a-directory", lambda w: ["run", folder(w, "adir"), "--results", str(w.results)],
+         ("adir", "is a directory")),
+    case("run-suite-dev-null", lambda w: ["run", "/dev/null", "--results", str(w.results)],
+         ("/dev/null", "not a regular file")),
+    case("run-nproc-100000", lambda w: w.run("--nproc", "100000", base=DATA_ONLY), ("--nproc", "1024")),
 ]
 
 FID = [
@@ -369,6 +416,8 @@ REPORT = [
          ("--report-dir", "afile")),
     case("report-binary-suite-yaml", report_of_finished(binary_suite),
          ("suite.yaml", "UTF-8")),
+    case("report-samples-deleted", report_of_finished(lambda run: shutil.rmtree(run / "samples")),
+         ("samples/", "missing", "--run-id base")),
 ]
 
 REGRESS = [
@@ -400,6 +449,27 @@ REGRESS = [
     case("regress-results-is-a-file", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                  w.suite(base=DATA_ONLY), "--results", file_(w), "--skip-throughput"],
          ("--results", "afile")),
+    case("regress-tolerance-not-a-number", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": {"fid_rel": "x"}}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances.fid_rel")),
+    case("regress-tolerances-a-list", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": [1, 2]}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances")),
+    case("regress-tolerance-negative", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "tolerances": {"kid_abs": -0.1}}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "tolerances.kid_abs", "greater than or equal to 0")),
+    case("regress-update-baseline-unwritable", lambda w: [
+        "regress", "--baseline", "/sys/dfu-bench-baseline.json", "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "/sys/dfu-bench-baseline.json", "writable")),
+    case("regress-update-baseline-is-a-directory", lambda w: [
+        "regress", "--baseline", folder(w, "bdir"), "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "bdir", "is a folder")),
+    case("regress-update-baseline-under-a-file", lambda w: [
+        "regress", "--baseline", os.path.join(file_(w), "b.json"), "--suite", w.suite(base=DATA_ONLY), "--results",
+        str(w.results), "--update", "--skip-throughput"], ("--baseline", "afile")),
 ]
 
 MODEL_CARD = [

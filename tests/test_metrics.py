@@ -237,3 +237,18 @@ def test_bootstrap_standard_errors_are_seeded_and_shrink_with_n():
     assert np.isnan(kid_bootstrap_se(*small, MetricOptions()))  # no resamples asked for
     huge = rng.standard_normal((BOOTSTRAP_MAX_N + 1, 4))
     assert np.isnan(bootstrap_se(huge, huge, frechet_distance, o))  # too large to be cheap: no number
+
+
+def test_kid_bootstrap_se_of_three_real_images_is_a_number():
+    """A resample of three images is one image three times in 1 of 9 draws: no within-set pair, no
+    KID. Such draws are left out instead of turning the standard error into NaN."""
+    import warnings
+
+    from bench.metrics import MetricOptions, kid_bootstrap_se
+
+    rng = np.random.default_rng(0)
+    fake, real = rng.normal(size=(8, 2048)), rng.normal(size=(3, 2048))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        se = kid_bootstrap_se(fake, real, MetricOptions(bootstrap=200))
+    assert np.isfinite(se) and se > 0
