@@ -99,17 +99,11 @@ def verify_records(run: RunDir, skip: tuple[Path, ...] = ()) -> None:
             raise damaged(run, path, "is damaged: its sha256 is not the one recorded when the run wrote it")
 
 
-def _read_by_report(rel: str) -> bool:
-    """A recorded file that `bench report` reads: samples (the panels), references (Fig. 5) and model
-    cards (their table). Checkpoints it does not read, so they may be deleted to save space."""
-    return rel.startswith(("samples/", "references/")) or rel.endswith("/model_card.json")
-
-
 def verify_present(run: RunDir) -> None:
     """Every recorded file the report reads is there: a missing one would leave a figure half drawn."""
     for rel in records(run):
         path = run.root / rel
-        if _read_by_report(rel) and not path.is_file():
+        if run.is_read_by_report(path) and not path.is_file():
             raise BenchError(f"{path} is missing (the run recorded it in {run.checksums.name}); resume the run "
                              f"with {_resume(run)}, which remakes it, then run bench report again")
 
