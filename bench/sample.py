@@ -55,6 +55,7 @@ MAX_SEEDS = 10_000_000  # one command; a larger request is a typo (1-1000000000)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (signed, as EDM's seeds are)
 PARTS = ".in-progress"  # not a run directory's .parts: this folder is bench sample's own
 REUSED = "remove it or choose another --outdir"  # the fix for an existing output that cannot be reused
+PNG_MODES = {3: "RGB", 4: "RGBA"}  # image channels -> the PNG mode Image.fromarray writes them as
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,7 +110,7 @@ def part_path(outdir: Path, resolution: int, seed: int) -> Path:
     return Path(outdir) / PARTS / str(resolution) / f"{seed:06d}.npy"
 
 
-def _npz_seeds(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _npz_seeds(path: Path, resolution: int, channels: int = 3) -> tuple[np.ndarray, np.ndarray] | None:
     """(seeds, images) of an existing output .npz at `resolution`, or None when there is none;
     BenchError unless it is what bench sample writes there (a resume keeps every image it holds)."""
     if not os.path.lexists(path):
@@ -125,8 +126,8 @@ def _npz_seeds(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray] | N
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise BenchError(f"{path} exists but is not an output of bench sample ({type(exc).__name__}); "
                          f"{REUSED}") from None
-    want = f"NHWC uint8 images of {resolution} x {resolution} x 3"
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (resolution, resolution, 3):
+    want = f"NHWC uint8 images of {resolution} x {resolution} x {channels}"
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (resolution, resolution, channels):
         raise BenchError(f"{path} holds {images.dtype} images of shape {images.shape}, not the {want} that "
                          f"bench sample writes at {resolution} px; {REUSED}")
     if seeds.ndim != 1 or seeds.dtype.kind not in "iu" or len(seeds) != len(images):
@@ -146,8 +147,8 @@ def _check_folder(path: Path, what: str) -> None:
         raise BenchError(f"{path} ({what}) is not writable; make it writable or choose another --outdir")
 
 
-def _check_part(path: Path, resolution: int) -> None:
-    """BenchError unless `path` is an image in progress as `_write` leaves it: an .npy of one HxWx3
+def _check_part(path: Path, resolution: int, channels: int = 3) -> None:
+    """BenchError unless `path` is an image in progress as `_write` leaves it: an .npy of one HxWxC
     uint8 image. Parts are written atomically, so a bad one was put there by something else and is
     refused, not silently overwritten."""
     if not path.is_file():
@@ -155,33 +156,38 @@ def _check_part(path: Path, resolution: int) -> None:
                          "same command again")
     try:
         img = np.load(path, mmap_mode="r")  # reads the header; a short or pickled file raises
-        ok = isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == (resolution, resolution, 3)
+        ok = (isinstance(img, np.ndarray) and img.dtype == np.uint8
+              and img.shape == (resolution, resolution, channels))
         del img
     except (OSError, ValueError, EOFError):
         ok = False
     if not ok:
-        raise BenchError(f"{path} is not an image in progress of bench sample ({resolution} x {resolution} x 3 "
-                         "uint8 .npy); delete it and run the same command again")
+        raise BenchError(f"{path} is not an image in progress of bench sample ({resolution} x {resolution} x "
+                         f"{channels} uint8 .npy); delete it and run the same command again")
 
 
-def _check_png(path: Path, resolution: int) -> None:
-    """BenchError unless `path` is a whole RGB PNG of resolution x resolution, as `_write` leaves one."""
+def _check_png(path: Path, resolution: int, mode: str = "RGB") -> None:
+    """BenchError unless `path` is a whole PNG of resolution x resolution in `mode`, as `_write` leaves one."""
     try:
         with Image.open(path) as img:
-            ok = img.format == "PNG" and img.size == (resolution, resolution) and img.mode == "RGB"
+            ok = img.format == "PNG" and img.size == (resolution, resolution) and img.mode == mode
             if ok:
                 img.verify()  # every chunk's checksum: a truncated or damaged file raises
     except Exception:  # PIL raises many types for bad data
         ok = False
     if not ok:
-        raise BenchError(f"{path} is not a {resolution} x {resolution} RGB PNG of bench sample; {REUSED}")
+        raise BenchError(f"{path} is not a {resolution} x {resolution} {mode} PNG of bench sample; {REUSED}")
 
 
-def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int],
-                  format: str) -> dict[int, Optional[tuple[np.ndarray, np.ndarray]]]:
+def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int], format: str,
+                  channels: int = 3) -> dict[int, Optional[tuple[np.ndarray, np.ndarray]]]:
     """Check every existing output the command would reuse or write into, before anything is sampled:
-    the per-resolution folders and PNGs (png), or the .npz files and the parts in progress (npz).
-    Returns each resolution's existing .npz (seeds, images), or None (always None for png)."""
+    the per-resolution folders and PNGs (png), or the .npz files and the parts in progress (npz), for
+    images of `channels` channels (the network's). Returns each resolution's existing .npz (seeds,
+    images), or None (always None for png)."""
+    if format == "png" and channels not in PNG_MODES:
+        raise BenchError(f"the network makes {channels}-channel images, which a PNG cannot hold as they are; "
+                         "use --format npz")
     existing: dict[int, Optional[tuple[np.ndarray, np.ndarray]]] = {}
     for r in resolutions:
         if format == "png":
@@ -193,11 +199,11 @@ def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int]
                 if path.name in names:
                     if not path.is_file():
                         raise BenchError(f"{path} is not a file but is where the image of seed {s} goes; {REUSED}")
-                    _check_png(path, r)
+                    _check_png(path, r, PNG_MODES[channels])
             existing[r] = None
             continue
         _check_folder(outdir / PARTS, "the images in progress")
-        existing[r] = npz = _npz_seeds(npz_path(outdir, r), r)
+        existing[r] = npz = _npz_seeds(npz_path(outdir, r), r, channels)
         folder = outdir / PARTS / str(r)
         _check_folder(folder, f"the {r} px images in progress")
         names = {e.name for e in os.scandir(folder)} if folder.is_dir() else set()
@@ -205,7 +211,7 @@ def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int]
         for s in seeds:
             path = part_path(outdir, r, s)
             if s not in held and path.name in names:
-                _check_part(path, r)
+                _check_part(path, r, channels)
     return existing
 
 
@@ -249,7 +255,7 @@ def sample_checkpoint(checkpoint: str | Path, resolutions: Sequence[int], seeds:
     problems = [f"--resolutions: {r} px: {p}" for r in resolutions for p in [model.resolution_problem(r)] if p]
     if problems:
         raise BenchError("\n".join(problems))
-    existing_npz = check_outputs(outdir, resolutions, seeds, format)
+    existing_npz = check_outputs(outdir, resolutions, seeds, format, model.arch.img_channels)
 
     started = not dist.enabled()
     rank, world = dist.init(dev)

@@ -114,6 +114,29 @@ def test_npz_format_holds_the_same_images_and_resumes(run_cli, ckpt, tmp_path, o
     assert result["n_a"] == 5 and result["spectral_lsd"] == 0.0
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_resumes_its_own_output_for_any_channel_count(run_cli, tmp_path, channels, one_thread):
+    """A network of 1 or 4 image channels: the checks of what a resume keeps expect its channels, not 3
+    (npz, and PNG where a PNG mode holds them); a PNG cannot hold 1 channel, refused before sampling."""
+    torch.manual_seed(0)
+    tensors, meta = ADAPTERS["dfu"]("cpu-tiny", arch_overrides={"img_channels": channels}).state()
+    ckpt = tmp_path / "dfu.safetensors"
+    checkpoint.save(ckpt, tensors, {**meta, "train_resolutions": [16]})
+    base = ("--resolutions", "16", "--steps", STEPS, "--device", "cpu")
+    formats = ["npz", "png"] if channels == 4 else ["npz"]
+    for format in formats:
+        out = tmp_path / format
+        for seeds in ("0-1", "0-2"):
+            code, _, err = run_cli("sample", str(ckpt), "--seeds", seeds, "--outdir", str(out), "--format", format,
+                                   *base)
+            assert code == 0, err
+        assert "1 written, 2 already there" in " ".join(err.split())
+    if channels == 1:
+        code, _, err = run_cli("sample", str(ckpt), "--seeds", "0", "--outdir", str(tmp_path / "png"), *base)
+        assert code == 2 and "1-channel images" in err and "--format npz" in err
+        assert not (tmp_path / "png").exists()
+
+
 def test_two_processes_under_torchrun_write_the_same_bytes_as_one(ckpt, tmp_path):
     args = ("--resolutions", "16,24", "--seeds", "0-6,20", "--batch", "2")
     one = bench(tmp_path, str(ckpt), *args, "--outdir", str(tmp_path / "one"))
