@@ -30,7 +30,7 @@ from bench.config import (MAX_BATCH, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_
                           MAX_SEED, load_suite)
 from bench.errors import BenchError
 from bench.images import parse_resolutions
-from bench.io import PROJECT_ROOT, cache_dir, check_output_dir, write_text
+from bench.io import PROJECT_ROOT, cache_dir, check_cache, check_output_dir, write_text
 from bench.metrics import FID_MODES, METRICS, MetricOptions
 from bench.scale import scale_suite
 
@@ -102,13 +102,7 @@ def _check_run_outputs(run_id: Optional[str], results: Path, report_dir: Path) -
         check_run_id(run_id)
     check_output_dir(results, "--results")
     check_output_dir(report_dir, "--report-dir")
-    _check_cache()
-
-
-def _check_cache() -> None:
-    """The project cache (Inception weights, features) is a folder that can be written: checked
-    before a command that fills it starts."""
-    check_output_dir(cache_dir(), "the cache folder ($DFU_BENCH_CACHE)")
+    check_cache()
 
 
 def _trust(path: str, what: str) -> None:
@@ -177,8 +171,7 @@ def fid(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'images'
     from bench.dist import pick_device
 
     pick_device(device)
-    _check_inception(inception, trust_inception)
-    _check_cache()
+    _check_inception(inception, trust_inception)  # the cache is checked where it is used (bench.scoring)
     result = compute_metrics(a, b, ["fid"], device=device, batch_size=batch_size, inception=inception, mode=mode)
     typer.echo(json.dumps(result) if as_json else f"{result['fid']:.6f}")
 
@@ -205,8 +198,7 @@ def metrics(a: Path = typer.Argument(..., help="folder, .zip, or .npz (with 'ima
     from bench.dist import pick_device
 
     pick_device(device)
-    _check_inception(inception, trust_inception)
-    _check_cache()
+    _check_inception(inception, trust_inception)  # the cache is checked where it is used (bench.scoring)
 
     names = [w.strip() for w in which.split(",") if w.strip()]
     options = MetricOptions(kid_subset_seed=kid_subset_seed, pr_k=pr_k, patch_size=patch_size,
@@ -261,7 +253,7 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
            report_dir: Path = typer.Option(Path("reports"), help="also write the report to REPORT_DIR/<suite>/ "
                                                                    "(relative to the current directory)")):
     """Rebuild a finished run's report (figures, tables, index.md) from its run directory alone."""
-    from bench.report import write_report
+    from bench.report import check_shown_samples, write_report
     from bench.results import load_rows
     from bench.rundir import RunDir
 
@@ -272,7 +264,9 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
         raise BenchError(f"{run.metrics_csv} not found; finish the run first (bench run SUITE --run-id {run.name})")
     cfg = check_report_inputs(run)  # every file the report reads, before anything is written
     check_output_dir(report_dir, "--report-dir")
-    out = write_report(run, cfg, load_rows(run), report_dir)
+    rows = load_rows(run)
+    check_shown_samples(run, rows)
+    out = write_report(run, cfg, rows, report_dir)
     typer.echo(str(out))
 
 

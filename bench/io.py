@@ -113,6 +113,12 @@ def check_output_dir(path: str | os.PathLike, what: str, file: bool = False) -> 
     return path
 
 
+def check_cache() -> Path:
+    """The project cache (Inception weights, features) is a folder that can be written: checked
+    before a command that fills it starts."""
+    return check_output_dir(cache_dir(), "the cache folder ($DFU_BENCH_CACHE)")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

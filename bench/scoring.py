@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.features import (FeatureCache, build_feature_extractor, check_mode, feature_cache, load_set,
                             patch_salt)
 from bench.dist import pick_device
+from bench.io import check_cache
 from bench.metrics import MetricOptions, Pixels, SetStats, needs, patch_crops, select
 from bench.progress import console
 
@@ -107,6 +108,7 @@ def compare_sets(a, b, names: list[str], device: str = "auto", batch_size: int =
                                  f"{label}; lower --patch-size or drop patch metrics")
     cache = None
     if fa is None or fb is None or "patches" in need:
+        check_cache()  # only here: two sets of features need no cache, so a read-only one serves them
         cache = feature_cache(build_feature_extractor(mode, pick_device(device), batch_size, inception_path))
 
     uncached = []

@@ -143,6 +143,21 @@ def test_bench_metrics_bad_input(run_cli, tmp_path, face_folders):
     assert code == 2 and "unknown metric" in err
 
 
+def test_two_feature_sets_need_no_cache(run_cli, tmp_path, monkeypatch):
+    """FID and KID of two .npz of features read nothing from the cache and write nothing to it, so an
+    unusable cache (a shared read-only one) does not stop them; image sets need it, and are refused."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", features=rng.normal(size=(16, 2048)))
+    monkeypatch.setenv("DFU_BENCH_CACHE", "/proc/dfu-bench-cache")
+    code, out, err = run_cli("metrics", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "cpu")
+    assert code == 0, err
+    assert "fid: " in out and "kid: " in out
+    np.savez(tmp_path / "c.npz", images=np.zeros((4, 16, 16, 3), np.uint8))
+    code, _, err = run_cli("metrics", str(tmp_path / "c.npz"), str(tmp_path / "b.npz"), "--device", "cpu")
+    assert code == 2 and "the cache folder ($DFU_BENCH_CACHE)" in err and "writable" in err
+
+
 def test_a_folder_named_npz_is_read_as_an_image_folder(tmp_path):
     """`bench fid`/`metrics` take a folder as a folder of images whatever its name: x.npz/ is not
     "missing" because it is not a file."""
