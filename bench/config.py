@@ -468,10 +468,20 @@ class DuplicateKey(yaml.YAMLError):
 
 
 class _SuiteLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping, at any level."""
+    """SafeLoader that refuses a key given twice in one mapping, at any level.
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
+    Each mapping is checked once, as written, before PyYAML flattens it: flattening rewrites the node
+    in place with the merged keys (`<<: *base`) inlined, and an anchored mapping that merges another
+    may be flattened (through an alias) before its own turn comes, when its overrides would look
+    like repeats."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node):
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
             seen: dict = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
@@ -481,7 +491,7 @@ class _SuiteLoader(yaml.SafeLoader):
                 if key in seen:
                     raise DuplicateKey(key, line, seen[key])
                 seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+        super().flatten_mapping(node)
 
 
 def load_suite(path: str | Path) -> SuiteConfig:

@@ -223,3 +223,23 @@ def test_help_texts_survive_rich_markup(run_cli):
     assert "(default: 4096)" in out and "(default: $DFU_BENCH_DATA or data/)" in out
     out = rendered("run")
     assert "(default: reports/ beside the results folder)" in out and "--inception " not in out
+
+
+def test_merge_key_chains_are_not_duplicate_keys():
+    """The duplicate-key check sees each mapping as written: an anchored mapping that merges another and
+    overrides one of its keys, used through an alias at a shallower depth (so PyYAML flattens it first),
+    loads as yaml.safe_load loads it; a key written twice is still refused."""
+    from bench.config import DuplicateKey, _SuiteLoader
+
+    def load(text):
+        loader = _SuiteLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+    chain = "base: &base {lr: 1, bs: 2}\nmodels:\n  - train: &mid {<<: *base, lr: 3}\ntop: {<<: *mid, ema: 4}\n"
+    assert load(chain) == yaml.safe_load(chain)
+    assert load(chain)["top"] == {"lr": 3, "bs": 2, "ema": 4}
+    with pytest.raises(DuplicateKey):
+        load("base: &b {lr: 1}\ny: {<<: *b, k: 1, k: 2}\n")
