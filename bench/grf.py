@@ -121,6 +121,10 @@ MAX_STD = 1.5  # clipping probability <= 2 Phi(-3) = 2.7e-3 per value
 # rounding noise (variance step^2/12) is at most 1% of the image's variance; below it images are
 # nearly constant (std 1e-300: every pixel 127 or 128, and FID 0 between any two models).
 MIN_STD = 0.1
+# What an image at N px must still show of it (GRF.validate): the truncated field's std is below the
+# whole field's at every N (no k = 0 or beyond-Nyquist terms), so the schema's MIN_STD itself must pass;
+# at half of it the rounding noise is still at most 4% of the variance.
+MIN_SHOWN_STD = MIN_STD / 2
 # kappa below the lowest frequency |k| = 1 changes P(k) by a factor (1 + kappa^2/|k|^2)^-alpha, under
 # 1e-5 at kappa 1e-3: smaller knees give the same field, and kappa^(-2 alpha) (the k = 0 term of
 # corr_length_continuum) stays finite.  Above 256 cycles, the Nyquist frequency of the largest
@@ -367,10 +371,10 @@ class GRF:
         sp = self.spectrum
         for n in sorted(set(resolutions or [])):
             shown = sp.std_at(n)
-            if shown < MIN_STD:
-                raise BenchError(f"grf dataset at {n} px: the field's standard deviation there is {shown:.3g} "
+            if shown < MIN_SHOWN_STD:
+                raise BenchError(f"grf dataset at {n} px: the field's standard deviation there is {shown:.4g} "
                                  f"(std {sp.std:g} of the whole field; kappa {sp.kappa:g}, alpha {sp.alpha:g} put "
-                                 f"the rest above the frequencies {n} px can show), under {MIN_STD}: the images "
+                                 f"the rest above the frequencies {n} px can show), under {MIN_SHOWN_STD}: the images "
                                  "would be nearly constant; lower kappa, raise std or alpha, or use larger "
                                  "resolutions")
         return {"count": self.size, "resolutions": sorted(set(resolutions or []))}

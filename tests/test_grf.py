@@ -328,3 +328,16 @@ def test_the_grf_suite_plans_every_model_once_per_training_seed():
                                      "seeds": None, "seed": 1}))
     assert np.allclose(next(iter(single.model("unet-multires").adapter.denoiser().parameters())).detach().numpy(),
                        first[1].numpy())
+
+
+def test_the_schemas_smallest_std_passes_validation_at_every_size():
+    """std 0.1 (MIN_STD, the schema's bound) shows a little less at any N (no k = 0 or beyond-Nyquist
+    terms): validation must not refuse what the schema accepts; a field hidden above 16 px's
+    frequencies is refused."""
+    from bench.errors import BenchError
+    from bench.grf import GRF, MIN_STD
+
+    assert GRF(size=4, std=MIN_STD).spectrum.std_at(512) < MIN_STD
+    GRF(size=4, std=MIN_STD).validate([16, 512])
+    with pytest.raises(BenchError, match="16 px"):
+        GRF(size=4, kappa=256.0, alpha=10.0, std=MIN_STD).validate([16])
