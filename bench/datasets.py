@@ -198,7 +198,7 @@ def manifest_problem(m: dict) -> str | None:
     for key in ("source", "created", "mode", "dfu_bench_version", "pillow_version"):
         if not isinstance(m.get(key), str):
             return f"{key} is {m.get(key)!r}, not text"
-    if m.get("filter", RESIZE_FILTER) not in RESIZE_FILTERS:
+    if not isinstance(m.get("filter", RESIZE_FILTER), str) or m.get("filter", RESIZE_FILTER) not in RESIZE_FILTERS:
         return f"filter is {m.get('filter')!r}, not one of {', '.join(RESIZE_FILTERS)}"
     per_resolution = m.get("resolutions")
     if not isinstance(per_resolution, dict) or not per_resolution:
@@ -206,7 +206,8 @@ def manifest_problem(m: dict) -> str | None:
     kept, size = m["kept_count"], m["shard_size"]
     n_shards = -(-kept // size)
     for key, entry in per_resolution.items():
-        if not (isinstance(key, str) and key.isdigit() and MIN_RESOLUTION <= int(key) <= MAX_RESOLUTION):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()  # "²".isdigit(), but int("²") fails
+                and MIN_RESOLUTION <= int(key) <= MAX_RESOLUTION):
             return f"resolutions has the key {key!r}, not a resolution in px"
         shards = entry.get("shards") if isinstance(entry, dict) else None
         if not isinstance(shards, list) or len(shards) != n_shards:

@@ -290,9 +290,10 @@ def _row_label(name: str, row: pd.Series, grid: list[int]) -> str:
 
 
 def _mosaic(imgs: list[np.ndarray], res: int, cols: int = 2) -> list[np.ndarray]:
-    """Up to 4 images of one cell as one 2x2 block (blank where a seed is missing), 1 px apart per 16 px."""
+    """Up to 4 images of one cell as one 2x2 block (blank where a seed is missing), 1 px apart per 16 px;
+    one blank tile for a cell whose samples are missing (so a panel of missing files still has a size)."""
     if not imgs:
-        return []
+        return [np.full((res, res, 3), 255, np.uint8)]
     gap = max(1, res // 16)
     k = -(-len(imgs) // cols) * cols
     tiles = list(imgs) + [np.full((res, res, 3), 255, np.uint8)] * (k - len(imgs))
@@ -314,6 +315,15 @@ def sample_key(df: pd.DataFrame, model: str) -> str:
     return model_key(model, int(min(seeds)) if len(seeds) else None)
 
 
+def panel_inputs(run: RunDir, df: pd.DataFrame) -> dict[tuple[str, int], Path]:
+    """(model, resolution) -> the samples file the samples panel shows there: the lowest seed set of
+    each model's first training seed. No other sample file is read by a report."""
+    grid = sorted(int(r) for r in df["sample_resolution"].unique())
+    seed_set = int(df["seed_set"].min()) if "seed_set" in df.columns else 0
+    return {(m, r): run.samples_to_read(sample_key(df, m), r, seed_set)
+            for m in dict.fromkeys(df["model"]) for r in grid}
+
+
 def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) -> Path:
     """Figs. 1/3: one row per model, one column per sampled resolution, the same `per_cell` seeds in every
     cell (a 2x2 block), at native relative size.
@@ -325,11 +335,12 @@ def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) ->
     models = list(dict.fromkeys(df["model"]))
     grid = sorted(int(r) for r in df["sample_resolution"].unique())
     seed_set = int(df["seed_set"].min()) if "seed_set" in df.columns else 0
+    inputs = panel_inputs(run, df)
     cells, seeds = [], set()
     for m in models:
         row = []
         for r in grid:
-            imgs, s = _load(run.samples_to_read(sample_key(df, m), r, seed_set), per_cell)
+            imgs, s = _load(inputs[m, r], per_cell)
             row.append(_mosaic(imgs, r))
             seeds.update(s)
         cells.append(row)

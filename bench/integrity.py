@@ -40,12 +40,12 @@ _LOCKS: dict[str, int] = {}  # run directory -> the fd its lock is held on (re-e
 # ------------------------------------------------------------------ messages
 
 
-def _resume(run: RunDir) -> str:
+def resume_command(run: RunDir) -> str:
     return f"`bench run SUITE.yaml --run-id {run.name}`"
 
 
 def damaged(run: RunDir, path: Path, why: str) -> BenchError:
-    return BenchError(f"{path} {why}; delete it and resume the run with {_resume(run)}, which remakes only "
+    return BenchError(f"{path} {why}; delete it and resume the run with {resume_command(run)}, which remakes only "
                       "that file")
 
 
@@ -99,15 +99,6 @@ def verify_records(run: RunDir, skip: tuple[Path, ...] = ()) -> None:
             raise damaged(run, path, "is damaged: its sha256 is not the one recorded when the run wrote it")
 
 
-def verify_present(run: RunDir) -> None:
-    """Every recorded file the report reads is there: a missing one would leave a figure half drawn."""
-    for rel in records(run):
-        path = run.root / rel
-        if run.is_read_by_report(path) and not path.is_file():
-            raise BenchError(f"{path} is missing (the run recorded it in {run.checksums.name}); resume the run "
-                             f"with {_resume(run)}, which remakes it, then run bench report again")
-
-
 def _text(run: RunDir, path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
@@ -141,7 +132,7 @@ NUMERIC_COLUMNS = ("sample_resolution", "seed_set", "n", "n_ref", *METRIC_COLUMN
 def verify_metrics(run: RunDir) -> None:
     """metrics.csv reads as the report needs it: a CSV with the key columns, rows, numbers."""
     path = run.metrics_csv
-    fix = f"delete it and rewrite it with {_resume(run)}"
+    fix = f"delete it and rewrite it with {resume_command(run)}"
     try:
         df = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -166,7 +157,6 @@ def check_report_inputs(run: RunDir) -> SuiteConfig:
     cfg = load_suite(run.suite_yaml)
     verify_metrics(run)
     verify_records(run)
-    verify_present(run)
     return cfg
 
 

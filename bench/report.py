@@ -23,7 +23,9 @@ import pandas as pd
 from rich.table import Table
 
 from bench.config import SuiteConfig
-from bench.figures import fig5_models, fig5_panel, panel_columns, plot_metrics, sample_panel
+from bench.errors import BenchError
+from bench.figures import fig5_models, fig5_panel, panel_columns, panel_inputs, plot_metrics, sample_panel
+from bench.integrity import records, resume_command
 from bench.io import atomic_path, write_text
 from bench.metrics import COLUMNS, INCEPTION_COLUMNS, fid_impl
 from bench.paper import labels, reference_frame
@@ -32,6 +34,20 @@ from bench.results import (aggregate, fid_modes, frame, interval_words, lead_met
 from bench.rundir import RunDir
 from bench.summary import summarize
 from bench.tables import latex_tables, markdown_table, metric_table, model_card_table, reference_note, tidy_table
+
+
+def check_shown_samples(run: RunDir, rows: list[dict]) -> None:
+    """`bench report`, before it writes: every samples file the panel shows that the run recorded
+    (checksums.json) is still there. Files a report does not show (other seed sets and training seeds,
+    checkpoints, references: Fig. 5 notes a missing row) may be deleted to save space; a run made
+    before the record gets blank cells where its files are missing."""
+    recorded = records(run)
+    missing = [path for path in panel_inputs(run, frame(rows)).values()
+               if not path.is_file() and run.relative(path) in recorded]
+    if missing:
+        more = f" (and {len(missing) - 1} more samples files)" if len(missing) > 1 else ""
+        raise BenchError(f"{missing[0]} is missing{more}: the samples panel shows it; resume the run with "
+                         f"{resume_command(run)}, which remakes it, then run bench report again")
 
 
 def write_report(run: RunDir | Path, cfg: SuiteConfig, rows: list[dict], report_dir: Optional[Path] = None) -> Path:

@@ -103,13 +103,6 @@ class RunDir:
         """A sample set's batch file: removed once the set is merged."""
         return Path(path).parent.suffix == ".parts"
 
-    def is_read_by_report(self, path: Path) -> bool:
-        """A file `bench report` reads: samples (the panels), references (Fig. 5) and model cards (their
-        table). Checkpoints it does not read, so they may be deleted to save space."""
-        rel = Path(path).relative_to(self.root)
-        return rel.parts[0] in ("samples", "references") or (rel.parts[0] == "checkpoints"
-                                                             and rel.name == "model_card.json")
-
     def checkpoint_files(self) -> list[Path]:
         """Every file under checkpoints/, sorted."""
         return sorted(p for p in (self.root / "checkpoints").rglob("*") if p.is_file())

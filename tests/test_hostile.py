@@ -293,6 +293,11 @@ RUN = [
         w, shard_size=0)), base=DATA_ONLY), ("manifest.json", "shard_size", "prepare it again")),
     case("run-prepared-kept-count-text", lambda w: w.run(edit=set_("dataset", prepared_with(
         w, kept_count="many")), base=DATA_ONLY), ("manifest.json", "kept_count", "prepare it again")),
+    case("run-prepared-resolution-key-superscript", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, resolutions={"\u00b2": {"shards": []}})), base=DATA_ONLY),
+         ("manifest.json", "resolutions", "prepare it again")),
+    case("run-prepared-filter-a-list", lambda w: w.run(edit=set_("dataset", prepared_with(
+        w, filter=["lanczos"])), base=DATA_ONLY), ("manifest.json", "filter", "prepare it again")),
     case("run-duplicate-top-level-key", lambda w: ["run", w.text("dup.yaml", yaml.safe_dump(DATA_ONLY, sort_keys=False)
                                                                  + "seed: 5\n"), "--results", str(w.results)],
          ("dup.yaml", "line", "'seed'", "twice")),
@@ -659,3 +664,26 @@ def test_run_files_follow_the_umask(finished):
     wrong = sorted(str(p.relative_to(finished.run_dir)) for p in finished.run_dir.rglob("*")
                    if p.is_file() and p.stat().st_mode & 0o777 != want)
     assert not wrong, f"{len(wrong)} files not {oct(want)}: {wrong[:5]}"
+
+
+def test_report_needs_only_the_files_it_shows(ws, run_cli):
+    """Files a report does not show may be deleted to save space (checkpoints, model cards, references,
+    all recorded): `bench report` still writes; Fig. 5 notes the missing real row. A samples file the
+    panel shows is refused (the row report-samples-deleted)."""
+    run = ws.copy_finished()
+    shutil.rmtree(run / "checkpoints")
+    shutil.rmtree(run / "references")
+    code, _, err = run_cli("report", str(run), "--report-dir", str(ws.reports))
+    assert code == 0, err
+    assert "no real images" in (run / "index.md").read_text()
+
+
+def test_a_run_without_checksums_whose_samples_are_gone_still_reports(ws, run_cli):
+    """A run made before the checksum record (nothing says its samples existed), samples deleted:
+    `bench report` draws the samples panel with a blank cell per missing file (it divided by zero)."""
+    run = ws.copy_finished()
+    shutil.rmtree(run / "samples")
+    (run / "checksums.json").unlink()
+    code, _, err = run_cli("report", str(run), "--report-dir", str(ws.reports))
+    assert code == 0, err
+    assert (run / "samples.png").is_file()
