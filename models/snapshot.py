@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
 import re
 import warnings
 from collections import OrderedDict
@@ -411,7 +412,9 @@ class _BoundedReader:
     Without ``readinto`` the C unpickler copies from ``read`` instead of reading into a buffer it
     exports: with a real file, a garbage length in a BYTEARRAY8 opcode made CPython print
     "SystemError: deallocated bytearray object has exported buffers" to stderr beside our one
-    error line (seen with random 4 KB files, about 1 in 600)."""
+    error line (seen with random 4 KB files, about 1 in 600). That did not stop it for BYTEARRAY8,
+    which the C unpickler allocates before it reads, so ``read_snapshot`` first runs the opcodes
+    through ``pickletools.genops`` on this reader, where every counted argument is bounded."""
 
     def __init__(self, f, size: int):
         self._f, self._left = f, size
@@ -438,6 +441,13 @@ def read_snapshot(path: str | Path) -> Any:
                                 "name and --arch")
         f.seek(0)
         try:
+            # The opcodes first, as data (pickletools reads each counted argument through the bounded
+            # reader): the C unpickler allocates a BYTEARRAY8's garbage length before it reads, which
+            # raised MemoryError or, where the allocation succeeded, made CPython print a SystemError
+            # line beside ours, depending on the memory free at the time.
+            for _ in pickletools.genops(_BoundedReader(f, path.stat().st_size)):
+                pass
+            f.seek(0)
             obj = _SnapshotUnpickler(_BoundedReader(f, path.stat().st_size)).load()
         except SnapshotError:
             raise

@@ -488,6 +488,10 @@ def test_truncated_or_garbage_files_are_one_line(run_cli, tmp_path):
         (tmp_path / "bad.pkl").write_bytes(content)
         line = _one_error_line(run_cli, tmp_path / "bad.pkl")
         assert "truncated" in line or "refused" in line, (name, line)
+    # a BYTEARRAY8 of 1 TiB: refused by its length before anything is allocated (the C unpickler
+    # allocates first: a MemoryError, or a SystemError line where the allocation succeeded)
+    (tmp_path / "bad.pkl").write_bytes(b"\x96" + (1 << 40).to_bytes(8, "little") + bytes(64))
+    assert "1099511627776 bytes wanted" in _one_error_line(run_cli, tmp_path / "bad.pkl")
     with open(tmp_path / "list.pkl", "wb") as f:
         pickle.dump([1, 2, 3], f)
     assert "no 'ema' network" in _one_error_line(run_cli, tmp_path / "list.pkl")
