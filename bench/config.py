@@ -531,10 +531,11 @@ def load_suite(path: str | Path) -> SuiteConfig:
         cfg = parse_suite(data, str(path))  # first: an unknown key is the clearer message
     except RecursionError:
         raise _too_deep(path) from None
-    if _expanded_nodes(node) > MAX_YAML_NODES:
+    nodes, depth = _expanded(node)
+    if nodes > MAX_YAML_NODES:
         raise BenchError(f"{path}: YAML aliases (*name) expand to more than {MAX_YAML_NODES:,} values (an alias "
                          "bomb?); write the values out instead of repeating aliases")
-    if _depth(node) > MAX_YAML_DEPTH:
+    if depth > MAX_YAML_DEPTH:
         raise _too_deep(path)
     return cfg
 
@@ -544,49 +545,26 @@ def _too_deep(path: Path) -> BenchError:
                       "other); a suite needs a few levels, remove the extra nesting")
 
 
-def _depth(root) -> int:
-    """How deeply the YAML graph nests once every alias is expanded (a recursive alias: once)."""
-    depths: dict[int, int] = {}
+def _expanded(root) -> tuple[int, int]:
+    """(nodes, depth) of the YAML graph once every alias is expanded: shared nodes counted per use, a
+    recursive alias once, as it is built once. Past the recursion limit: both over their bounds."""
+    memo: dict[int, tuple[int, int]] = {}
 
-    def depth(node) -> int:
+    def walk(node) -> tuple[int, int]:
         key = id(node)
-        if key not in depths:
-            depths[key] = 1  # a recursive alias counts once, as it is built once
-            if isinstance(node, yaml.SequenceNode):
-                depths[key] += max((depth(n) for n in node.value), default=0)
-            elif isinstance(node, yaml.MappingNode):
-                depths[key] += max((max(depth(k), depth(v)) for k, v in node.value), default=0)
-        return depths[key]
+        if key not in memo:
+            memo[key] = (1, 1)  # a recursive alias counts once
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+            below = [walk(n) for n in children]
+            memo[key] = (1 + sum(n for n, _ in below), 1 + max((d for _, d in below), default=0))
+        return memo[key]
 
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 10_000))
-        return depth(root)
+        return walk(root)
     except RecursionError:
-        return MAX_YAML_DEPTH + 1
-    finally:
-        sys.setrecursionlimit(limit)
-
-
-def _expanded_nodes(root) -> int:
-    """How many nodes the YAML graph holds once every alias is expanded (shared nodes counted per use)."""
-    sizes: dict[int, int] = {}
-
-    def size(node) -> int:
-        key = id(node)
-        if key not in sizes:
-            sizes[key] = 1  # a recursive alias counts once, as it is built once
-            if isinstance(node, yaml.SequenceNode):
-                sizes[key] += sum(size(n) for n in node.value)
-            elif isinstance(node, yaml.MappingNode):
-                sizes[key] += sum(size(k) + size(v) for k, v in node.value)
-        return sizes[key]
-
-    limit = sys.getrecursionlimit()
-    try:
-        sys.setrecursionlimit(max(limit, 10_000))
-        return size(root)
-    except RecursionError:
-        return MAX_YAML_NODES + 1
+        return MAX_YAML_NODES + 1, MAX_YAML_DEPTH + 1
     finally:
         sys.setrecursionlimit(limit)

@@ -50,10 +50,12 @@ variance.  Measured over 1,000 images (default parameters, seed 0): 2 of 768,000
 values at 16 px (2.6e-6), 56 of 12.3 million at 64 px (4.6e-6), 117 of 27.6
 million at 96 px (4.2e-6); clipped pixels come in clusters (one blob above 4.5),
 so these counts are noisier than Poisson.  `std` is capped at 1.5 (at most
-2 Phi(-3) = 2.7e-3), and bounded below by 0.1 = 2.8 steps, at every resolution a suite reads (the
-field truncated to K_N, `GRF.validate`): the rounding noise is then at most 1% of the variance.  The metric below works on field values: it maps uint8 back
-with the inverse map and accounts for the quantisation noise (variance 1/12
-step^2, white), so the test tolerances hold for uint8 images as for floats.
+2 Phi(-3) = 2.7e-3) and bounded below by 0.1 = 2.8 steps (the rounding noise is then
+at most 1% of the variance); the field truncated to K_N must still show half of that
+at every resolution a suite reads (`GRF.validate`).  The metric below works on field
+values: it maps uint8 back with the inverse map and accounts for the quantisation
+noise (variance 1/12 step^2, white), so the test tolerances hold for uint8 images as
+for floats.
 
 Defaults kappa = 2, alpha = 2 (Matern smoothness nu = alpha - 1 = 1), std = 1.  The
 field's correlation falls to 1/e at r = 0.1188 units of the square (1/kappa = 0.5):

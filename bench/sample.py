@@ -110,7 +110,7 @@ def part_path(outdir: Path, resolution: int, seed: int) -> Path:
     return Path(outdir) / PARTS / str(resolution) / f"{seed:06d}.npy"
 
 
-def _npz_seeds(path: Path, resolution: int, channels: int = 3) -> tuple[np.ndarray, np.ndarray] | None:
+def _npz_seeds(path: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(seeds, images) of an existing output .npz at `resolution`, or None when there is none;
     BenchError unless it is what bench sample writes there (a resume keeps every image it holds)."""
     if not os.path.lexists(path):
@@ -147,7 +147,7 @@ def _check_folder(path: Path, what: str) -> None:
         raise BenchError(f"{path} ({what}) is not writable; make it writable or choose another --outdir")
 
 
-def _check_part(path: Path, resolution: int, channels: int = 3) -> None:
+def _check_part(path: Path, resolution: int, channels: int) -> None:
     """BenchError unless `path` is an image in progress as `_write` leaves it: an .npy of one HxWxC
     uint8 image. Parts are written atomically, so a bad one was put there by something else and is
     refused, not silently overwritten."""
@@ -166,7 +166,7 @@ def _check_part(path: Path, resolution: int, channels: int = 3) -> None:
                          f"{channels} uint8 .npy); delete it and run the same command again")
 
 
-def _check_png(path: Path, resolution: int, mode: str = "RGB") -> None:
+def _check_png(path: Path, resolution: int, mode: str) -> None:
     """BenchError unless `path` is a whole PNG of resolution x resolution in `mode`, as `_write` leaves one."""
     try:
         with Image.open(path) as img:
@@ -180,7 +180,7 @@ def _check_png(path: Path, resolution: int, mode: str = "RGB") -> None:
 
 
 def check_outputs(outdir: Path, resolutions: Sequence[int], seeds: Sequence[int], format: str,
-                  channels: int = 3) -> dict[int, Optional[tuple[np.ndarray, np.ndarray]]]:
+                  channels: int) -> dict[int, Optional[tuple[np.ndarray, np.ndarray]]]:
     """Check every existing output the command would reuse or write into, before anything is sampled:
     the per-resolution folders and PNGs (png), or the .npz files and the parts in progress (npz), for
     images of `channels` channels (the network's). Returns each resolution's existing .npz (seeds,

@@ -341,3 +341,17 @@ def test_the_schemas_smallest_std_passes_validation_at_every_size():
     GRF(size=4, std=MIN_STD).validate([16, 512])
     with pytest.raises(BenchError, match="16 px"):
         GRF(size=4, kappa=256.0, alpha=10.0, std=MIN_STD).validate([16])
+
+
+def test_the_suite_schema_bounds_are_grfs_own():
+    """DatasetConfig states grf's kappa and std bounds for one-line pydantic errors; bench/grf.py owns
+    them and says why. The two must not drift apart."""
+    from bench.config import DatasetConfig
+    from bench.grf import MAX_KAPPA, MAX_STD, MIN_KAPPA, MIN_STD
+
+    def bounds(field):
+        meta = DatasetConfig.model_fields[field].metadata
+        return next(m.ge for m in meta if hasattr(m, "ge")), next(m.le for m in meta if hasattr(m, "le"))
+
+    assert bounds("kappa") == (MIN_KAPPA, MAX_KAPPA)
+    assert bounds("std") == (MIN_STD, MAX_STD)

@@ -173,12 +173,12 @@ def test_suite_text_reads_as_text_in_markdown():
 
 
 def test_yaml_aliases_may_not_expand_without_limit(tmp_path):
-    from bench.config import _expanded_nodes
+    from bench.config import _expanded
     import yaml
 
     small = yaml.compose("a: &x [1, 2]\nb: *x\n")
-    assert _expanded_nodes(small) == 1 + 2 * (1 + 3)  # the mapping, each key and its 3-node list
+    assert _expanded(small)[0] == 1 + 2 * (1 + 3)  # the mapping, each key and its 3-node list
     levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [
         f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 7)]
     bomb = yaml.compose("[" + ", ".join(levels) + "]")
-    assert _expanded_nodes(bomb) > 9**6
+    assert _expanded(bomb)[0] > 9**6
