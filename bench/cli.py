@@ -226,7 +226,7 @@ def sample(checkpoint: Path = typer.Argument(..., help="a dfu-bench checkpoint: 
            seeds: str = typer.Option("0-63", help="seeds as EDM's generate.py takes them, e.g. 0-63,100; "
                                                   "image s comes from the latent seeded with s"),
            outdir: Path = typer.Option(..., help="writes OUTDIR/<res>/<seed>.png (or OUTDIR/<res>.npz)"),
-           batch: int = typer.Option(32, min=1, help="images per batch (output does not depend on the "
+           batch: int = typer.Option(32, min=1, max=MAX_BATCH, help="images per batch (output does not depend on the "
                                                       "process count; it may on the batch, by float round-off)"),
            steps: int = typer.Option(18, min=1, max=MAX_SAMPLER_STEPS,
                                      help="Heun steps (EDM's sampler; 2 * steps - 1 network calls)"),

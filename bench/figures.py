@@ -324,9 +324,10 @@ def panel_inputs(run: RunDir, df: pd.DataFrame) -> dict[tuple[str, int], Path]:
             for m in dict.fromkeys(df["model"]) for r in grid}
 
 
-def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) -> Path:
+def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) -> list[str]:
     """Figs. 1/3: one row per model, one column per sampled resolution, the same `per_cell` seeds in every
-    cell (a 2x2 block), at native relative size.
+    cell (a 2x2 block), at native relative size. Returns the blank cells ("model at R px"), whose samples
+    file is missing; the caption names them too.
 
     Every cell shows the same seeds, so any image and the one below it share a seed; a
     model trained with several training seeds shows its first. The panel is enlarged by a
@@ -336,6 +337,7 @@ def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) ->
     grid = sorted(int(r) for r in df["sample_resolution"].unique())
     seed_set = int(df["seed_set"].min()) if "seed_set" in df.columns else 0
     inputs = panel_inputs(run, df)
+    blank = [f"{m} at {r} px" for (m, r), path in inputs.items() if not path.is_file()]
     cells, seeds = [], set()
     for m in models:
         row = []
@@ -355,8 +357,14 @@ def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) ->
                 f"{seed_txt} of seed set {seed_set}{trained_with}, {per_cell} per cell (2x2, left to right, top to "
                 "bottom); images at native relative size"
                 + (f"; under each resolution its ratio to the largest training resolution ({band[1]} px)" if band
-                   else ""), out)
-    return out
+                   else "") + (f"; blank: {blank_cells(blank)}" if blank else ""), out)
+    return blank
+
+
+def blank_cells(blank: list[str], shown: int = 6) -> str:
+    """The samples panel's blank cells in words, at most ``shown`` named."""
+    more = f" and {len(blank) - shown} more" if len(blank) > shown else ""
+    return f"no samples file for {', '.join(blank[:shown])}{more}"
 
 
 def fig5_models(df: pd.DataFrame, cfg: SuiteConfig) -> tuple[Optional[str], list[str], Optional[str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,8 @@ from rich.table import Table
 
 from bench.config import SuiteConfig
 from bench.errors import BenchError
-from bench.figures import fig5_models, fig5_panel, panel_columns, panel_inputs, plot_metrics, sample_panel
+from bench.figures import (blank_cells, fig5_models, fig5_panel, panel_columns, panel_inputs, plot_metrics,
+                           sample_panel)
 from bench.integrity import records, resume_command
 from bench.io import atomic_path, write_text
 from bench.metrics import COLUMNS, INCEPTION_COLUMNS, fid_impl
@@ -68,7 +70,7 @@ def write_report(run: RunDir | Path, cfg: SuiteConfig, rows: list[dict], report_
              for m in cfg.models if m.finetune is not None}
     drawn = plot_metrics(df, run.fig2, f"{cfg.name}: sampled resolution vs {what}{mode}",
                          same_protocol(reference, modes[0]), marks)
-    sample_panel(run, df, run.samples_panel)
+    blank = sample_panel(run, df, run.samples_panel)
     fig5 = run.fig5
     drawn5, notes = fig5_models(df, cfg)[2] is None, []
     if drawn5:
@@ -97,7 +99,7 @@ def write_report(run: RunDir | Path, cfg: SuiteConfig, rows: list[dict], report_
     if not len(shown):
         findings.append(reference_note(cfg, of_mode(df_all, paper_mode or modes[0]), reference, tuple(modes))[1])
     write_text(run.index_md, index_markdown(run, cfg, df, reference, findings, drawn, drawn5, notes,
-                                                           tables))
+                                                           tables, blank))
     if report_dir is None:
         return run.root
     dest = Path(report_dir) / cfg.name
@@ -192,7 +194,7 @@ def markdown_text(text: str) -> str:
 
 def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: Optional[pd.DataFrame],
                    findings: list[str], fig2_drawn: int, fig5: bool, fig5_notes: list[str],
-                   tables: str) -> str:
+                   tables: str, blank: Sequence[str] = ()) -> str:
     res = int(df["sample_resolution"].max())
     col = lead_metrics(df)[0]
     lead = COLUMNS[col].label + (f", {fid_impl(df['fid_mode'].iloc[0])}" if col in INCEPTION_COLUMNS else "")
@@ -210,7 +212,8 @@ def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: O
              + _fig2_caption(df, fig2_drawn, reference),
              f"## Samples (Figures 1 and 3)\n\n{figure(run.samples_panel, 'samples')}\n\nEvery model at every sampled "
              "resolution, from the first seed set: the same 4 seeds in every cell, at native relative size, "
-             "enlarged by the whole factor the caption states."]
+             "enlarged by the whole factor the caption states."
+             + (f" Blank cells: {blank_cells(list(blank))}." if blank else "")]
     baseline, spectral, why = fig5_models(df, cfg)
     if fig5:
         text = (f"## Figure 5: baseline vs spectral models vs real at {res} px\n\n{figure(run.fig5, 'Figure 5')}"

@@ -564,6 +564,8 @@ SAMPLE = [
          ("--steps", "less than or equal to 10000")),
     case("sample-steps-1e23", lambda w: sample_(w, "--steps", "99999999999999999999999"),
          ("--steps", "less than or equal to 10000")),
+    case("sample-batch-1e12", lambda w: sample_(w, "--batch", "1000000000000"),
+         ("--batch", "less than or equal to 65536")),
     case("sample-resolution-folder-is-a-file", lambda w: sample_(w, **{"16": lambda p: p.write_text("x")}),
          ("16 is a file", REMOVE)),
     case("sample-png-is-a-folder", lambda w: sample_(w, **{"16__000000.png": Path.mkdir}), ("000000.png", REMOVE)),
@@ -687,3 +689,5 @@ def test_a_run_without_checksums_whose_samples_are_gone_still_reports(ws, run_cl
     code, _, err = run_cli("report", str(run), "--report-dir", str(ws.reports))
     assert code == 0, err
     assert (run / "samples.png").is_file()
+    # the page says which cells are blank and why (it used to draw them without a word)
+    assert "Blank cells: no samples file for " in (run / "index.md").read_text()
