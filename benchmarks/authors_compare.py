@@ -103,6 +103,9 @@ def main(argv: list[str]) -> None:
     except ImportError as e:
         _usage(f"the authors' code does not import in {sys.executable} ({e}); run this script with "
                "a Python that has their dependencies (the pip line in benchmarks/README.md)")
+    if not hasattr(training.networks, "EDMPrecond"):  # some other project's training/networks.py
+        _usage(f"{checkout} is not a checkout of Dahoas/edm (its training/networks.py has no EDMPrecond); "
+               "clone it and pass its path")
     import _dfu  # ours (torch and models/ only), from the repository just put on sys.path
 
     torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))

@@ -1,9 +1,9 @@
 """Print each benchmark group's median timings as ratios to a reference in the same run.
 
-Group "kernels": ratio to the calibration GEMM (gemm-512). Other groups: ratio
-to their alphabetically first entry. Benchmarks that timed references themselves,
-interleaved with their own rounds (benchmarks/test_spectral.py, extra_info
-"<name>_cpu_seconds"), print the fast path's time as a ratio to each of them, then the
+Benchmarks that timed references themselves, interleaved with their own rounds (every
+group of `make bench`: extra_info "<name>_cpu_seconds"), print the benchmarked call's time
+("fast": the fast path, our feature path, or a kernel against the calibration GEMM) as a
+ratio to each of them, then the
 ratio of each round (the fast path over the reference run right before it): their median, an
 interval for it that holds with the stated coverage whatever the distribution (order
 statistics), and, where the benchmark states a target, whether the run meets it: "met"
@@ -11,7 +11,8 @@ when the whole interval is at or under the target, "not met" when it is all abov
 "not resolved" when the interval straddles it. The interval is this run's round-to-round
 spread only; separate runs on a shared machine differ by more (reports/perf/cpu.md). Last,
 each path's minor page faults per call, where the platform counts them: part of its CPU time,
-and the part that moves with the allocator's state from process to process.
+and the part that moves with the allocator's state from process to process. A group without
+such references prints its median times as ratios to its alphabetically first entry.
 """
 import json
 import statistics
@@ -29,7 +30,8 @@ for group, items in groups.items():
         threads = sorted({b["extra_info"].get("threads") for b in paired})
         refs = [k[len("fast_over_"):-len("_cpu_median")] for k in sorted(paired[0]["extra_info"])
                 if k.startswith("fast_over_") and k.endswith("_cpu_median")]
-        print(f"{group}: fast path as a ratio to each reference, interleaved rounds, torch threads {threads}")
+        print(f"{group}: the benchmarked call (fast) as a ratio to each reference, interleaved rounds, "
+              f"torch threads {threads}")
         print(f"  {'':40s} {'CPU s, median':>30s}   fast / ref (CPU median, CPU min, wall median)")
         print(f"  {'name':40s} {'fast':>9s} " + " ".join(f"{r[:9]:>9s}" for r in refs))
         for b in paired:
@@ -59,7 +61,7 @@ for group, items in groups.items():
             print(f"  {b['name']:40s} " + "   ".join(f"{k} {statistics.median(e[f'{k}_minor_faults']):.0f}"
                                                      for k in ["fast"] + refs if f"{k}_minor_faults" in e))
         continue
-    base = next((b for b in items if "gemm-512" in b["name"]), items[0])
+    base = items[0]
     print(f"{group}: median seconds, and ratio to {base['name']}")
     for b in items:
         med = b["stats"]["median"]

@@ -22,10 +22,13 @@ def fake_checkout(tmp_path: Path, body: str) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("case", ["no-argument", "two-arguments", "not-a-checkout", "missing-dependency"])
+@pytest.mark.parametrize("case", ["no-argument", "two-arguments", "not-a-checkout", "missing-dependency",
+                                  "another-projects-networks"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
-    args = {"no-argument": [], "two-arguments": ["a", "b"], "not-a-checkout": [str(tmp_path / "nowhere")],
-            "missing-dependency": [str(fake_checkout(tmp_path, "import a_module_nobody_installed\n"))]}[case]
+    body = {"missing-dependency": "import a_module_nobody_installed\n",
+            "another-projects-networks": "class UNet:\n    pass\n"}.get(case)
+    args = ([str(fake_checkout(tmp_path, body))] if body else
+            {"no-argument": [], "two-arguments": ["a", "b"], "not-a-checkout": [str(tmp_path / "nowhere")]}[case])
     before = sorted(p.name for p in tmp_path.rglob("*"))
     r = run(*args)
     assert r.returncode == 2, r.stderr
@@ -33,6 +36,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     expect = {"no-argument": "usage", "two-arguments": "usage", "not-a-checkout": "not a checkout of Dahoas/edm",
-              "missing-dependency": "a_module_nobody_installed"}[case]
+              "missing-dependency": "a_module_nobody_installed",
+              "another-projects-networks": "has no EDMPrecond"}[case]
     assert expect in lines[0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written

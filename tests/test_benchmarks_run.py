@@ -38,7 +38,7 @@ def test_ratios_prints_each_reference_of_a_real_run(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("spectral-layer: fast path as a ratio to each reference"), r.stdout
+    assert lines[0].startswith("spectral-layer: the benchmarked call (fast) as a ratio to each reference"), r.stdout
     row = next(line for line in lines if "fixture-l1-32px" in line)
     ratios = [float(v) for v in row.split("reference:")[1].split()]
     assert len(ratios) == 3 and all(0 < v < 10 for v in ratios), row
@@ -160,3 +160,4 @@ def test_conv_grad_input_whole_step_gives_the_same_gradients_both_ways():
     assert all(0 < float(h.split()[-1]) < 1e-5 for h in heads), heads  # different kernels: not bit-equal, but close
     assert sum("flipped / torch, median round" in line for line in lines) == 4, r.stdout
     assert sum(line.strip().startswith("fast / reference") for line in lines) == 4, r.stdout
+
