@@ -6,7 +6,7 @@ import (inside functions too) and checks both against this list, so keep it true
 models/ sits below all of it and never imports bench/; bench/ knows models only
 through the adapter interface (models.adapters).
 
-L0  __init__, errors, io, progress          -- plumbing: one-line user errors, atomic writes, paths, progress bars
+L0  __init__, errors, io, progress, allocator   -- plumbing: one-line user errors, atomic writes, paths, progress bars, the process's malloc
 L1  metrics, paper, images                  -- facts: the metric table and math, the paper's numbers, image files
 L2  config, datasets, toyfaces, grf, openmoji, inception, checkpoint, pretrained, dist   -- inputs: suite schema, data, weights, checkpoints as models, devices
 L3  scale, rundir, fidelity, features, refset, sample   -- a run's directory; Inception features and their cache; bench sample

@@ -26,6 +26,7 @@ import typer
 import yaml
 
 from bench import __version__
+from bench.allocator import keep_freed_memory
 from bench.config import (MAX_BATCH, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_PR_K, MAX_SAMPLER_STEPS,
                           MAX_SEED, load_suite)
 from bench.errors import BenchError
@@ -508,6 +509,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     say = int(os.environ.get("RANK", 0)) == 0  # every rank finds the same problem: say it once
     try:
+        keep_freed_memory()  # this process only (bench.allocator)
         rv = app(args=argv, standalone_mode=False)  # returns typer.Exit's code, if any
     except BenchError as exc:
         if say:

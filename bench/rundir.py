@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from bench import allocator
 from bench.config import name_problem
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, rank_info
@@ -243,5 +244,5 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch_threads": torch.get_num_threads(), "versions": versions,
-        "world_size": rank_info()[1],
+        "world_size": rank_info()[1], "allocator": allocator.state(),
     }

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from bench.allocator import state as allocator_state
+
 try:
     import resource
 except ImportError:  # Windows
@@ -73,7 +75,7 @@ def interleaved(benchmark, fast, references: dict, rounds: int = 7, warmup: int 
             call()
 
     benchmark.pedantic(timed(fast, log, "fast"), setup=setup, rounds=rounds, warmup_rounds=warmup)
-    info = {"threads": torch.get_num_threads(), "rounds": rounds}
+    info = {"threads": torch.get_num_threads(), "rounds": rounds, "allocator": allocator_state()}
     if benchmark.disabled:
         return info
     for name, samples in log.items():

@@ -107,11 +107,17 @@ def main(argv: list[str]) -> None:
         _usage(f"{checkout} is not a checkout of Dahoas/edm (its training/networks.py has no EDMPrecond); "
                "clone it and pass its path")
     import _dfu  # ours (torch and models/ only), from the repository just put on sys.path
+    from bench.allocator import keep_freed_memory  # the process state `bench` and make bench run in
+    from bench.errors import BenchError
+    try:
+        allocator = keep_freed_memory()
+    except BenchError as e:
+        _usage(str(e))
 
     torch.set_num_threads(int(os.environ.get("DFU_BENCH_THREADS", "1")))
     rows = []
     print(f"authors' code ({checkout}) vs dfu-bench: DFU forward+backward, batch {_dfu.BATCH}, "
-          f"{torch.get_num_threads()} thread(s), CPU-time medians over interleaved rounds")
+          f"{torch.get_num_threads()} thread(s), CPU-time medians over interleaved rounds; allocator: {allocator}")
     for name in _dfu.ARCHS:
         for res in _dfu.RESOLUTIONS:
             row = measure(name, res)

@@ -8,7 +8,25 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.allocator import keep_freed_memory
 from bench.datasets import ToyFaces
+from bench.errors import BenchError
+
+ALLOCATOR = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """Every benchmark runs in the process state `bench` runs in (bench.allocator: glibc keeps the memory
+    it frees), so `make bench` and `bench regress` time the same thing; $DFU_BENCH_MALLOC=system measures
+    glibc's default instead. A bad value is a usage error (one line)."""
+    try:
+        config.stash[ALLOCATOR] = keep_freed_memory()
+    except BenchError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def pytest_report_header(config):
+    return f"allocator: {config.stash[ALLOCATOR]}"
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,9 @@ for group, items in groups.items():
         threads = sorted({b["extra_info"].get("threads") for b in paired})
         refs = [k[len("fast_over_"):-len("_cpu_median")] for k in sorted(paired[0]["extra_info"])
                 if k.startswith("fast_over_") and k.endswith("_cpu_median")]
+        allocators = sorted({b["extra_info"].get("allocator", "not recorded") for b in paired})
         print(f"{group}: the benchmarked call (fast) as a ratio to each reference, interleaved rounds, "
-              f"torch threads {threads}")
+              f"torch threads {threads}; allocator: {'; '.join(allocators)}")
         print(f"  {'':40s} {'CPU s, median':>30s}   fast / ref (CPU median, CPU min, wall median)")
         print(f"  {'name':40s} {'fast':>9s} " + " ".join(f"{r[:9]:>9s}" for r in refs))
         for b in paired:

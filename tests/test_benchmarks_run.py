@@ -161,3 +161,34 @@ def test_conv_grad_input_whole_step_gives_the_same_gradients_both_ways():
     assert sum("flipped / torch, median round" in line for line in lines) == 4, r.stdout
     assert sum(line.strip().startswith("fast / reference") for line in lines) == 4, r.stdout
 
+
+ALLOCATOR = ROOT / "benchmarks" / "allocator.py"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--pairs", "0"], "--pairs must be at least 1, got 0"),
+    (["--calls", "x"], "invalid int value: 'x'"),
+])
+def test_allocator_usage_errors_are_one_line(args, expect):
+    r = subprocess.run([sys.executable, str(ALLOCATOR), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
+    assert lines[0].endswith("see python benchmarks/allocator.py --help")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
+                    reason="measures glibc's allocator")
+def test_allocator_measurement_runs_and_finds_the_same_results_both_ways():
+    """One process each way: every workload's results bit-identical, a row per workload."""
+    r = subprocess.run([sys.executable, str(ALLOCATOR), "--pairs", "1", "--calls", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    lines = r.stdout.splitlines()
+    assert "results bit-identical in every process" in lines[0], r.stdout
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert list(rows) == ["features", "train-32", "train-64", "denoise-64"], r.stdout
+    for name, row in rows.items():
+        system_s, keep_s, ratio = float(row[1]), float(row[2]), float(row[3])
+        assert system_s > 0 and keep_s > 0 and ratio == pytest.approx(keep_s / system_s, rel=0.01), row

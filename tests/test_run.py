@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import allocator
+
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
 COMMITTED = Path(__file__).resolve().parent / "data" / "smoke_metrics.csv"
 TIMING = ["seconds", "feature_seconds"]
@@ -59,6 +61,7 @@ def test_run_writes_every_output(smoke_runs):
             assert z["images"].shape == (8, res, res, 3) and z["images"].dtype == np.uint8
     env = json.loads((d / "environment.json").read_text())
     assert env["versions"]["torch"] and env["device"]
+    assert env["allocator"] == allocator.state()  # bench.allocator's setting, recorded beside the timings
     for model in ("unet-multires", "dfu"):
         assert (d / "checkpoints" / model / "model.safetensors").is_file()
         assert (d / "checkpoints" / model / "model.json").is_file()
