@@ -17,8 +17,8 @@ The cost is memory. What the process frees stays with it rather than going back 
 a block size that is allocated and freed over and over is held up to ~8 times before it is reused:
 torch allocates 64-byte aligned, glibc frees the small fragments around an aligned block into its
 per-thread cache (7 per size), and until that is full a freed block cannot merge back into the heap.
-A 64 MiB tensor in a loop peaks at 956 MB instead of 572; whole runs peak 10-20% higher
-(reports/perf/cpu.md).
+A 64 MiB tensor in a loop peaks at 956 MiB instead of 572; `make reproduce-fig2` and the smoke suite
+peaked 16% and 14% higher (README, Performance).
 """
 from __future__ import annotations
 
