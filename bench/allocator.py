@@ -3,7 +3,7 @@
 glibc's malloc serves every block over its mmap threshold (128 KiB, adapting up to 32 MiB) with a
 fresh mapping from the kernel and unmaps it on free. A CPU network allocates its activations anew
 each call, so each call touches fresh pages, and the kernel charges the process a page fault per
-4 KiB: for Inception at batch 32, ~580,000 faults per 64 images. Told to keep what it frees (blocks
+4 KiB: for Inception at batch 32, ~600,000 faults per 64 images. Told to keep what it frees (blocks
 up to 1 GiB from the heap, the heap's free top handed back only past 1 GiB), glibc reuses the same
 pages call after call. Measured with `python benchmarks/allocator.py` (reports/perf/cpu.md): the
 same work, same results, in less CPU time.
@@ -40,6 +40,7 @@ USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 USER_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
                  "glibc.malloc.mmap_max")
 
+KEPT = "glibc, freed memory kept"
 _state = "system default (not set up)"
 
 
@@ -65,6 +66,8 @@ def keep_freed_memory() -> str:
     if any(t in os.environ.get("GLIBC_TUNABLES", "") for t in USER_TUNABLES):
         users.append("GLIBC_TUNABLES")
     libc = _glibc()
+    if _state.startswith(KEPT):  # set by an earlier call: mallopt cannot be taken back, so it still holds
+        return _state
     if choice == "system":
         _state = f"system default (${ENV}=system)"
     elif users:
@@ -72,8 +75,7 @@ def keep_freed_memory() -> str:
     elif libc is None:
         _state = "system default (not glibc)"
     elif libc.mallopt(M_MMAP_THRESHOLD, KEEP_BELOW) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE) == 1:
-        _state = f"glibc, freed memory kept (blocks < {KEEP_BELOW >> 30} GiB from the heap, trimmed past " \
-                 f"{TRIM_ABOVE >> 30} GiB free)"
+        _state = f"{KEPT} (blocks < {KEEP_BELOW >> 30} GiB from the heap, trimmed past {TRIM_ABOVE >> 30} GiB free)"
     else:
         _state = "system default (glibc refused the settings)"
     return _state

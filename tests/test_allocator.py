@@ -85,3 +85,16 @@ def test_bench_sets_it_up_in_its_own_process():
     assert after != before
     if GLIBC:
         assert after.startswith("glibc, freed memory kept")
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
+def test_once_kept_the_state_says_so_whatever_a_later_call_is_told():
+    """mallopt cannot be taken back: a later call with $DFU_BENCH_MALLOC=system must not record the
+    default in environment.json while the memory is still kept."""
+    code = ("import os, json; from bench.allocator import keep_freed_memory; a = keep_freed_memory(); "
+            "os.environ['DFU_BENCH_MALLOC'] = 'system'; print(json.dumps([a, keep_freed_memory()]))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "DFU_BENCH_MALLOC"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first.startswith("glibc, freed memory kept") and second == first
