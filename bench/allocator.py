@@ -62,12 +62,12 @@ def keep_freed_memory() -> str:
     choice = os.environ.get(ENV, "keep")
     if choice not in CHOICES:
         raise BenchError(f"${ENV}={choice!r} is not a choice; set it to keep (the default) or system, or unset it")
+    if _state.startswith(KEPT):  # set by an earlier call: mallopt cannot be taken back, so it still holds
+        return _state
     users = [k for k in USER_VARIABLES if k in os.environ]
     if any(t in os.environ.get("GLIBC_TUNABLES", "") for t in USER_TUNABLES):
         users.append("GLIBC_TUNABLES")
     libc = _glibc()
-    if _state.startswith(KEPT):  # set by an earlier call: mallopt cannot be taken back, so it still holds
-        return _state
     if choice == "system":
         _state = f"system default (${ENV}=system)"
     elif users:

@@ -16,6 +16,7 @@ the artefacts the figures are meant to show.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -361,7 +362,7 @@ def sample_panel(run: RunDir, df: pd.DataFrame, out: Path, per_cell: int = 4) ->
     return blank
 
 
-def blank_cells(blank: list[str], shown: int = 6) -> str:
+def blank_cells(blank: Sequence[str], shown: int = 6) -> str:
     """The samples panel's blank cells in words, at most ``shown`` named."""
     more = f" and {len(blank) - shown} more" if len(blank) > shown else ""
     return f"no samples file for {', '.join(blank[:shown])}{more}"

@@ -213,7 +213,7 @@ def index_markdown(run: RunDir, cfg: SuiteConfig, df: pd.DataFrame, reference: O
              f"## Samples (Figures 1 and 3)\n\n{figure(run.samples_panel, 'samples')}\n\nEvery model at every sampled "
              "resolution, from the first seed set: the same 4 seeds in every cell, at native relative size, "
              "enlarged by the whole factor the caption states."
-             + (f" Blank cells: {blank_cells(list(blank))}." if blank else "")]
+             + (f" Blank cells: {blank_cells(blank)}." if blank else "")]
     baseline, spectral, why = fig5_models(df, cfg)
     if fig5:
         text = (f"## Figure 5: baseline vs spectral models vs real at {res} px\n\n{figure(run.fig5, 'Figure 5')}"

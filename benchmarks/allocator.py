@@ -20,6 +20,7 @@ and page faults per call each way. Needs glibc (Linux); elsewhere it says so and
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -93,7 +94,7 @@ def main() -> None:
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=3, help="processes each way, alternating (default 3)")
     ap.add_argument("--calls", type=int, default=4, help="timed calls of each workload per process (default 4)")
-    ap.add_argument("--worker", choices=("keep", "system"), help=argparse_hidden())
+    ap.add_argument("--worker", choices=("keep", "system"), help=argparse.SUPPRESS)  # one measured process
     args = ap.parse_args()
     for flag in ("pairs", "calls"):
         if getattr(args, flag) < 1:
@@ -130,11 +131,6 @@ def main() -> None:
         print(f"{name:<11} {statistics.median(med['system']):>9.3f} {statistics.median(med['keep']):>8.3f}  "
               f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]{'':<14} "
               f"{faults['system']:>20.0f} {faults['keep']:>7.0f}")
-
-
-def argparse_hidden() -> str:
-    import argparse
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

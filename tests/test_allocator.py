@@ -33,13 +33,19 @@ print(json.dumps({"said": said, "faults": faults[-4:]}))
 """
 
 
-def probe(set_up: bool = True, **env) -> dict:
+def fresh_python(code: str, *args: str, **env):
+    """What ``code`` prints last (JSON), run in a fresh interpreter whose environment has no allocator
+    settings but ``env``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
              and k != "DFU_BENCH_MALLOC"}
-    r = subprocess.run([sys.executable, "-c", PROBE, "set" if set_up else "no"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120, env={**clean, **env})
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**clean, **env})
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def probe(set_up: bool = True, **env) -> dict:
+    return fresh_python(PROBE, "set" if set_up else "no", **env)
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
@@ -77,10 +83,7 @@ def test_bench_sets_it_up_in_its_own_process():
     """`bench` (cli.main) sets the allocator before the command; importing bench does not."""
     code = ("import json; from bench import allocator; before = allocator.state(); "
             "from bench.cli import main; main(['list']); print(json.dumps([before, allocator.state()]))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if k != "DFU_BENCH_MALLOC"})
-    assert r.returncode == 0, r.stderr[-2000:]
-    before, after = json.loads(r.stdout.strip().splitlines()[-1])
+    before, after = fresh_python(code)
     assert before == "system default (not set up)"
     assert after != before
     if GLIBC:
@@ -93,8 +96,5 @@ def test_once_kept_the_state_says_so_whatever_a_later_call_is_told():
     default in environment.json while the memory is still kept."""
     code = ("import os, json; from bench.allocator import keep_freed_memory; a = keep_freed_memory(); "
             "os.environ['DFU_BENCH_MALLOC'] = 'system'; print(json.dumps([a, keep_freed_memory()]))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if k != "DFU_BENCH_MALLOC"})
-    assert r.returncode == 0, r.stderr[-2000:]
-    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+    first, second = fresh_python(code)
     assert first.startswith("glibc, freed memory kept") and second == first

@@ -133,18 +133,24 @@ def test_the_dfu_comparison_states_its_target_and_pairs_its_rounds(tmp_path):
 CONV_GRAD_INPUT = ROOT / "benchmarks" / "conv_grad_input.py"
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--whole-step", "big"], "invalid choice: 'big'"),
-    (["--rounds-scale", "0"], "--rounds-scale must be at least 1, got 0"),
-    (["--rounds-scale", "x"], "invalid int value: 'x'"),
-])
-def test_conv_grad_input_usage_errors_are_one_line(args, expect):
-    r = subprocess.run([sys.executable, str(CONV_GRAD_INPUT), *args], capture_output=True, text=True, timeout=120)
+ALLOCATOR = ROOT / "benchmarks" / "allocator.py"
+
+
+@pytest.mark.parametrize("script,args,expect", [
+    (CONV_GRAD_INPUT, ["--bogus"], "unrecognized arguments: --bogus"),
+    (CONV_GRAD_INPUT, ["--whole-step", "big"], "invalid choice: 'big'"),
+    (CONV_GRAD_INPUT, ["--rounds-scale", "0"], "--rounds-scale must be at least 1, got 0"),
+    (CONV_GRAD_INPUT, ["--rounds-scale", "x"], "invalid int value: 'x'"),
+    (ALLOCATOR, ["--bogus"], "unrecognized arguments: --bogus"),
+    (ALLOCATOR, ["--pairs", "0"], "--pairs must be at least 1, got 0"),
+    (ALLOCATOR, ["--calls", "x"], "invalid int value: 'x'"),
+], ids=lambda v: v.name if isinstance(v, Path) else None)
+def test_hand_run_scripts_usage_errors_are_one_line(script, args, expect):
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == "", r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
-    assert lines[0].endswith("see python benchmarks/conv_grad_input.py --help")
+    assert lines[0].endswith(f"see python benchmarks/{script.name} --help")
 
 
 def test_conv_grad_input_whole_step_gives_the_same_gradients_both_ways():
@@ -160,22 +166,6 @@ def test_conv_grad_input_whole_step_gives_the_same_gradients_both_ways():
     assert all(0 < float(h.split()[-1]) < 1e-5 for h in heads), heads  # different kernels: not bit-equal, but close
     assert sum("flipped / torch, median round" in line for line in lines) == 4, r.stdout
     assert sum(line.strip().startswith("fast / reference") for line in lines) == 4, r.stdout
-
-
-ALLOCATOR = ROOT / "benchmarks" / "allocator.py"
-
-
-@pytest.mark.parametrize("args,expect", [
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--pairs", "0"], "--pairs must be at least 1, got 0"),
-    (["--calls", "x"], "invalid int value: 'x'"),
-])
-def test_allocator_usage_errors_are_one_line(args, expect):
-    r = subprocess.run([sys.executable, str(ALLOCATOR), *args], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stdout == "", r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
-    assert lines[0].endswith("see python benchmarks/allocator.py --help")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
