@@ -275,7 +275,8 @@ def report(run_dir: Path = typer.Argument(..., help="results/<suite>/<run-id>"),
 def regress(baseline: Path = typer.Option(Path("results/baselines/ci.json"), help="committed baseline JSON"),
             suite: Path = typer.Option(Path("suites/ci.yaml"), help="deterministic suite to score"),
             results: Path = typer.Option(Path("results"), help="where the suite's run directory goes"),
-            update: bool = typer.Option(False, "--update", help="write a new baseline instead of comparing"),
+            update: bool = typer.Option(False, "--update", help="write what this run measured (FID/KID, this "
+                                        "machine kind's throughput) into the baseline, keeping the rest"),
             skip_quality: bool = typer.Option(False, help="throughput only"),
             skip_throughput: bool = typer.Option(False, help="FID/KID only"),
             repeats: int = typer.Option(7, min=1, help="timings per kernel per round")):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import platform
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,6 +54,50 @@ def pick_device(name: str = "auto", what: str = "--device") -> torch.device:
     if device.type == "mps" and not _mps_available():
         raise BenchError(f"{what} {name!r}: MPS is not available on this machine; use cpu or auto")
     return device
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_fields(path: Path = CPUINFO) -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo ({} where there is none, e.g. macOS)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name(fields: dict[str, str] | None = None) -> str:
+    """The CPU's model name ("AMD EPYC"), or what platform knows of it."""
+    fields = cpu_fields() if fields is None else fields
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
+def machine_kind(device: torch.device, fields: dict[str, str] | None = None) -> str:
+    """What kind of machine ``device`` is, as far as timings go: a kernel's time relative to a GEMM
+    measured on one kind says little about another (bench regress keeps a throughput baseline per
+    kind). CUDA: the GPU's name. CPU: vendor, family, model and name from /proc/cpuinfo (a VM's
+    model name alone, e.g. "AMD EPYC", covers generations whose ratios differ by up to 55%)
+    and the vector instructions torch's CPU kernels use here."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    if device.type != "cpu":
+        return f"{device.type} {platform.machine()}"
+    fields = cpu_fields() if fields is None else fields
+    labels = {"vendor_id": "", "CPU implementer": "", "cpu family": "family ", "model": "model ", "CPU part": "part "}
+    ident = " ".join(f"{label}{fields[key]}" for key, label in labels.items() if fields.get(key))
+    name = cpu_name(fields)
+    return f"cpu {ident + ' ' if ident else ''}({name}), {torch.backends.cpu.get_cpu_capability()}"
 
 
 def enabled() -> bool:

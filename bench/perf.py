@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from bench.datasets import ToyFaces
+from bench.dist import machine_kind
 from bench.features import FeatureExtractor
 from models.adapters import DFUAdapter, UNetAdapter
 from models.edm import heun_sample
@@ -148,7 +149,8 @@ def _measure(names: list[str] | None, device: torch.device, repeats: int, rounds
             times[CALIBRATION] += time_call(calls[CALIBRATION], device, repeats)
     calib = statistics.median(times[CALIBRATION])
     return {
-        "device": str(device), "calibration": CALIBRATION, "calibration_seconds": calib,
+        "device": str(device), "machine": machine_kind(device),
+        "calibration": CALIBRATION, "calibration_seconds": calib,
         "clock": "wall" if device.type == "cuda" else "cpu, 1 thread",
         "kernels": {n: {"seconds": statistics.median(times[n]), "ratio": statistics.median(times[n]) / calib}
                     for n in names},

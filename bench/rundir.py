@@ -23,6 +23,7 @@ import torch
 
 from bench import allocator
 from bench.config import name_problem
+from bench.dist import cpu_name, machine_kind
 from bench.errors import BenchError
 from bench.io import PROJECT_ROOT, rank_info
 
@@ -242,7 +243,8 @@ def environment(device: torch.device) -> dict:
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
         "python": platform.python_version(), "platform": platform.platform(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "machine": machine_kind(device),
         "torch_threads": torch.get_num_threads(), "versions": versions,
         "world_size": rank_info()[1], "allocator": allocator.state(),
     }

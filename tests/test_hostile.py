@@ -451,6 +451,11 @@ REGRESS = [
         "regress", "--baseline", baseline(w, {"quality": {"dfu@16": {"fid": "abc", "kid": None}},
                                               "throughput": {"kernels": {}}}),
         "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"], ("baseline.json", "fid")),
+    case("regress-baseline-machine-twice", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "throughput": [
+            {"machine": "cpu X", "kernels": {"k": {"ratio": 1.0}}}, {"machine": "cpu X", "kernels": {}}]}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "2 entries for machine 'cpu X'", "keep one")),
     case("regress-results-is-a-file", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                  w.suite(base=DATA_ONLY), "--results", file_(w), "--skip-throughput"],
          ("--results", "afile")),
