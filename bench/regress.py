@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -160,7 +160,7 @@ class Tolerances(_Numbers):
 
 class Baseline(_Numbers):
     quality: dict[str, QualityEntry]
-    throughput: Union[Throughput, list[Throughput]]  # one entry per machine kind; a dict: one entry
+    throughput: list[Throughput]  # one entry per machine kind (load_baseline reads a dict as one entry)
     tolerances: Tolerances = Tolerances()
 
 
@@ -179,10 +179,13 @@ def load_baseline(path: Path) -> dict:
         raise BenchError(f"baseline {path} is not a dfu-bench baseline (quality, throughput); "
                          f"regenerate it with --update") from None
     try:
-        Baseline.model_validate(data)
+        Baseline.model_validate({**data, "throughput": throughput_entries(data)})
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        parts = list(err["loc"])
+        if parts[:1] == ["throughput"] and isinstance(data["throughput"], dict):
+            del parts[1:2]  # validated as a one-entry list: name the place as it is in the file
+        loc = ".".join(str(p) for p in parts)
         msg = "unknown key; remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
         got = repr(err["input"])
         got = got if len(got) <= 80 else got[:77] + "..."

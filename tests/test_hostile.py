@@ -456,6 +456,10 @@ REGRESS = [
             {"machine": "cpu X", "kernels": {"k": {"ratio": 1.0}}}, {"machine": "cpu X", "kernels": {}}]}),
         "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
          ("baseline.json", "2 entries for machine 'cpu X'", "keep one")),
+    case("regress-baseline-machine-not-text", lambda w: [
+        "regress", "--baseline", baseline(w, {**DATA_BASELINE, "throughput": [{"machine": 5, "kernels": {}}]}),
+        "--suite", w.suite(base=DATA_ONLY), "--results", str(w.results), "--skip-throughput"],
+         ("baseline.json", "throughput.0.machine", "valid string")),
     case("regress-results-is-a-file", lambda w: ["regress", "--baseline", baseline(w, GOOD_BASELINE), "--suite",
                                                  w.suite(base=DATA_ONLY), "--results", file_(w), "--skip-throughput"],
          ("--results", "afile")),
