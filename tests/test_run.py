@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bench import allocator
+from bench.dist import machine_kind
 
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
 COMMITTED = Path(__file__).resolve().parent / "data" / "smoke_metrics.csv"
@@ -62,6 +64,7 @@ def test_run_writes_every_output(smoke_runs):
     env = json.loads((d / "environment.json").read_text())
     assert env["versions"]["torch"] and env["device"]
     assert env["allocator"] == allocator.state()  # bench.allocator's setting, recorded beside the timings
+    assert env["machine"] == machine_kind(torch.device(env["device"]))  # what the timings were measured on
     for model in ("unet-multires", "dfu"):
         assert (d / "checkpoints" / model / "model.safetensors").is_file()
         assert (d / "checkpoints" / model / "model.json").is_file()
