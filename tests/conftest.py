@@ -15,11 +15,13 @@ from bench.datasets import ToyFaces
 
 def pytest_runtest_logstart(nodeid, location):
     """With $DFU_TEST_TRACE set (.ci/run sets it), write the id of the test about to run there: a
-    fatal signal takes pytest down with a stack dump but no test name, and .ci/run prints it."""
+    fatal signal takes pytest down with a stack dump but no test name, and .ci/run prints it.
+    Each of `make test`'s xdist workers writes its own file, the path plus "." and its name (gw0)."""
     trace = os.environ.get("DFU_TEST_TRACE")
     if trace:
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
         try:
-            Path(trace).write_text(nodeid + "\n")
+            Path(f"{trace}.{worker}" if worker else trace).write_text(nodeid + "\n")
         except OSError:  # a full disk, say: the tests themselves will tell
             pass
 

@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_run(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # Not as one of `make test`'s xdist workers: pytest-benchmark reads $PYTEST_XDIST_WORKER, takes
+    # the inner pytest for a worker too, and then neither times nor writes --benchmark-json. Nor
+    # over .ci/run's record of the outer suite's running tests ($DFU_TEST_TRACE, tests/conftest.py).
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_") and k != "DFU_TEST_TRACE"}
     return subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider",
                            f"--basetemp={tmp_path / 'base'}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env=None if env is None else {**os.environ, **env})
+                          env={**outer, **(env or {})})
 
 
 def test_every_benchmark_module_runs(tmp_path):
