@@ -35,9 +35,10 @@ lock:
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf .lock-venv
 
-# The suite on TEST_WORKERS processes (pytest-xdist). In one process it kept 1.2 of the 2
-# cores busy on average (user + system time over wall time) and took 21 min; on two,
-# 16. --dist loadfile keeps each test file on one worker, so a module's fixtures
+# The suite on TEST_WORKERS processes (pytest-xdist), one torch thread each (tests/conftest.py).
+# In one process it kept 1.2 of the 2 cores busy on average (user + system time over wall
+# time) and took 21 min 9 s in a fresh clone's .ci/run; on two workers, 14 min 30 s.
+# --dist loadfile keeps each test file on one worker, so a module's fixtures
 # (test_distributed's three runs) are built once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
