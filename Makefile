@@ -40,10 +40,14 @@ lock:
 # time) and took 21 min 9 s in a fresh clone's .ci/run; on two workers, 14 min 30 s.
 # --dist loadfile keeps each test file on one worker, so a module's fixtures
 # (test_distributed's three runs) are built once. TEST_WORKERS=0: one process.
+# A test that kills its worker (a fatal signal) is reported as failed, and xdist starts a
+# new worker and runs it again: by default up to 9 times (a test aborting itself, tried by
+# hand); two restarts keep a one-off crash from stopping the suite and a crashing
+# minutes-long fixture from running 9 times.
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart 2
 
 # throughput benchmarks: timings compared as ratios within one run
 bench: install
