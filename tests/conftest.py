@@ -16,7 +16,7 @@ from bench.datasets import ToyFaces
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     # `make test` runs two workers on the two cores. With torch's default of a thread per core in
     # each (and in the `bench` processes tests start), OpenMP threads wait on each other's cores:
-    # the suite took 35.7 min of CPU instead of 27.9 in one process. One thread each, subprocesses too.
+    # the suite took 35.7 min of user time instead of 27.9 in one process. One thread each, subprocesses too.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
